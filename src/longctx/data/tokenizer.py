@@ -1,0 +1,158 @@
+"""Tokenizer loading, identity and fast batched encoding.
+
+We load through ``AutoTokenizer`` (anything it accepts locally) but encode with the Rust
+``tokenizers`` backend directly: ``encode_batch`` without special tokens, then add BOS/EOS
+ourselves so the policy is explicit and identical for every tokenizer family.
+
+Identity: ``fingerprint`` hashes the tokenizer's *content* (model vocab/merges, added
+tokens, BOS/EOS ids), not its files, so a tokenizer re-saved next to a trained model still
+matches the data it was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longctx.errors import LongctxError
+
+
+class TokenizerError(LongctxError):
+    pass
+
+
+@dataclass
+class Tokenizer:
+    """A loaded tokenizer plus the document-boundary policy used to encode documents."""
+
+    name: str
+    backend: Any  # tokenizers.Tokenizer
+    bos_id: int | None
+    eos_id: int | None
+    source_dir: Path | None = None
+    add_bos: bool = True
+    add_eos: bool = False
+    _hf: Any = field(default=None, repr=False)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.backend.get_vocab_size(with_added_tokens=True))
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Smallest unsigned dtype that holds every id (uint16 up to 65,536 ids)."""
+        return np.dtype(np.uint16) if self.vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        spec = json.loads(self.backend.to_str())
+        content = {
+            "model": spec.get("model"),
+            "added_tokens": [
+                (t.get("id"), t.get("content")) for t in spec.get("added_tokens") or []
+            ],
+            "bos": self.bos_id,
+            "eos": self.eos_id,
+        }
+        blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def hf(self) -> Any:
+        """The transformers tokenizer (for decode, chat templates and save_pretrained)."""
+        if self._hf is None:
+            from transformers import AutoTokenizer
+
+            self._hf = AutoTokenizer.from_pretrained(str(self.source_dir))
+        return self._hf
+
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids without any special tokens."""
+        return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_documents(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids of whole documents with the BOS/EOS policy applied."""
+        encs = self.backend.encode_batch(list(texts), add_special_tokens=False)
+        dt = self.dtype
+        pre = [self.bos_id] if self.add_bos and self.bos_id is not None else []
+        post = [self.eos_id] if self.add_eos and self.eos_id is not None else []
+        out = []
+        for e in encs:
+            ids = e.ids
+            if pre or post:
+                ids = pre + ids + post
+            out.append(np.asarray(ids, dtype=dt))
+        return out
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.backend.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's ``tokenizer`` entry."""
+        return {
+            "name": self.name,
+            "sha256": self.fingerprint,
+            "vocab_size": self.vocab_size,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "add_bos": self.add_bos,
+            "add_eos": self.add_eos,
+        }
+
+
+def resolve_tokenizer_dir(spec: str | Path | None) -> tuple[str, Path]:
+    """(name, directory) for a tokenizer spec: None/"smollm2-135m" = the embedded default."""
+    from longctx.embedded import EMBEDDED_NAME, embedded_tokenizer_dir
+
+    if spec is None or str(spec) in ("", EMBEDDED_NAME):
+        return EMBEDDED_NAME, embedded_tokenizer_dir()
+    p = Path(spec)
+    if p.is_file() and p.name == "tokenizer.json":
+        return str(p.parent), p.parent
+    if not p.is_dir():
+        raise TokenizerError(
+            f"tokenizer {spec!s}: not a directory (give a folder with tokenizer.json, an HF model "
+            f"folder, or omit --tokenizer for the embedded {EMBEDDED_NAME})"
+        )
+    return str(p), p
+
+
+def load_tokenizer(
+    spec: str | Path | None = None, *, add_bos: bool = True, add_eos: bool = False
+) -> Tokenizer:
+    """Load a local tokenizer; ``None`` loads the embedded SmolLM2 tokenizer."""
+    name, folder = resolve_tokenizer_dir(spec)
+    hf = None
+    if (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+        from tokenizers import Tokenizer as RustTokenizer
+
+        backend = RustTokenizer.from_file(str(folder / "tokenizer.json"))
+        bos_id = eos_id = None
+    else:
+        from transformers import AutoTokenizer
+
+        try:
+            hf = AutoTokenizer.from_pretrained(str(folder))
+        except Exception as e:  # noqa: BLE001 - transformers raises many types here
+            raise TokenizerError(f"tokenizer {folder}: cannot be loaded: {e}") from e
+        backend = getattr(hf, "backend_tokenizer", None)
+        if backend is None:
+            raise TokenizerError(f"tokenizer {folder}: no fast (Rust) tokenizer available")
+        bos_id, eos_id = hf.bos_token_id, hf.eos_token_id
+    return Tokenizer(
+        name=name,
+        backend=backend,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        source_dir=folder,
+        add_bos=add_bos,
+        add_eos=add_eos,
+        _hf=hf,
+    )

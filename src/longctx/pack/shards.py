@@ -1,0 +1,203 @@
+"""The packed shard format: Arrow IPC *stream* files plus ``manifest.json`` beside them.
+
+One row is one training sequence of exactly ``seq_len`` tokens:
+
+- ``input_ids``  fixed_size_list<uint16|uint32>[seq_len]
+- ``doc_offsets`` list<int32>: piece boundaries, starts at 0, ends at seq_len
+- ``doc_domains`` list<int16>: one domain index per piece (into manifest ``domain_vocab``)
+- ``continues``   bool: the first piece continues a document begun in the previous row,
+  so its first token is *not* a document start (matters for ``--doc-mask``).
+
+HF ``datasets.Dataset.from_file`` opens these files in place; we read them with pyarrow
+memory maps so training and evaluation never copy a shard into RAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from longctx.errors import LongctxError
+from longctx.stage import read_manifest
+
+FORMAT_VERSION = 1
+SHARD_GLOB = "*.arrow"
+
+
+class ShardError(LongctxError):
+    pass
+
+
+def shard_schema(seq_len: int, dtype: np.dtype) -> pa.Schema:
+    id_type = pa.uint16() if np.dtype(dtype) == np.uint16 else pa.uint32()
+    return pa.schema(
+        [
+            pa.field("input_ids", pa.list_(id_type, seq_len)),
+            pa.field("doc_offsets", pa.list_(pa.int32())),
+            pa.field("doc_domains", pa.list_(pa.int16())),
+            pa.field("continues", pa.bool_()),
+        ]
+    )
+
+
+class ShardWriter:
+    """Append rows to one Arrow IPC stream file; ``close()`` returns rows and sha256."""
+
+    def __init__(self, path: str | Path, seq_len: int, dtype: np.dtype) -> None:
+        self.path = Path(path)
+        self.seq_len = seq_len
+        self.dtype = np.dtype(dtype)
+        self.schema = shard_schema(seq_len, self.dtype)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._sink = pa.OSFile(str(self.path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+        self.rows = 0
+
+    def write(
+        self,
+        input_ids: np.ndarray,
+        doc_offsets: Sequence[Sequence[int]],
+        doc_domains: Sequence[Sequence[int]],
+        continues: Sequence[bool],
+    ) -> None:
+        """Write a batch: ``input_ids`` has shape (rows, seq_len)."""
+        ids = np.ascontiguousarray(input_ids, dtype=self.dtype)
+        if ids.ndim != 2 or ids.shape[1] != self.seq_len:
+            raise ShardError(f"input_ids must be (rows, {self.seq_len}), got {ids.shape}")
+        n = ids.shape[0]
+        if not (len(doc_offsets) == len(doc_domains) == len(continues) == n):
+            raise ShardError("input_ids, doc_offsets, doc_domains and continues differ in rows")
+        flat = pa.array(ids.reshape(-1), type=self.schema.field("input_ids").type.value_type)
+        batch = pa.record_batch(
+            [
+                pa.FixedSizeListArray.from_arrays(flat, self.seq_len),
+                pa.array([list(map(int, o)) for o in doc_offsets], type=pa.list_(pa.int32())),
+                pa.array([list(map(int, d)) for d in doc_domains], type=pa.list_(pa.int16())),
+                pa.array(list(map(bool, continues)), type=pa.bool_()),
+            ],
+            schema=self.schema,
+        )
+        self._writer.write_batch(batch)
+        self.rows += n
+
+    def close(self) -> dict[str, Any]:
+        self._writer.close()
+        self._sink.close()
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        return {"path": self.path.name, "rows": self.rows, "sha256": h.hexdigest()}
+
+
+@dataclass(frozen=True)
+class PackedRow:
+    input_ids: np.ndarray  # (seq_len,)
+    doc_offsets: np.ndarray  # (pieces + 1,), int32
+    doc_domains: np.ndarray  # (pieces,), int16
+    continues: bool
+
+    def position_ids(self) -> np.ndarray:
+        """Positions restarting at 0 at each piece boundary (for per-document RoPE)."""
+        pos = np.arange(len(self.input_ids), dtype=np.int64)
+        starts = self.doc_offsets[:-1]
+        lengths = np.diff(self.doc_offsets)
+        return pos - np.repeat(starts, lengths)
+
+    def doc_start_mask(self) -> np.ndarray:
+        """True at tokens that begin a document (a continued first piece does not)."""
+        mask = np.zeros(len(self.input_ids), dtype=bool)
+        starts = self.doc_offsets[:-1]
+        if self.continues and len(starts):
+            starts = starts[1:]
+        mask[starts] = True
+        return mask
+
+
+class PackedDataset:
+    """Random access over the rows of a packed folder (memory-mapped, zero-copy).
+
+    Shards are listed in the manifest order; ``len`` and indices run across all shards.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise ShardError(f"packed data folder not found: {self.folder}")
+        manifest = read_manifest(self.folder)
+        if manifest is None:
+            raise ShardError(
+                f"{self.folder} has no manifest.json (not built by `longctx data build`?)"
+            )
+        if manifest.get("status", "done") != "done":
+            raise ShardError(
+                f"{self.folder}: build did not finish (manifest status {manifest.get('status')!r})"
+            )
+        self.manifest = manifest
+        self.seq_len = int(manifest["seq_len"])
+        self.domain_vocab: list[str] = list(manifest.get("domain_vocab", []))
+        self._tables: list[pa.Table] = []
+        self._starts: list[int] = []
+        total = 0
+        for entry in manifest.get("shards", []):
+            path = self.folder / entry["path"]
+            if not path.is_file():
+                raise ShardError(f"shard listed in manifest is missing: {path}")
+            source = pa.memory_map(str(path), "r")
+            table = pa.ipc.open_stream(source).read_all()
+            self._tables.append(table)
+            self._starts.append(total)
+            total += table.num_rows
+        self._len = total
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def tokenizer_sha256(self) -> str | None:
+        return (self.manifest.get("tokenizer") or {}).get("sha256")
+
+    def _locate(self, i: int) -> tuple[pa.Table, int]:
+        if not 0 <= i < self._len:
+            raise IndexError(f"row {i} out of range (0..{self._len - 1})")
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self._tables[k], i - self._starts[k]
+
+    def input_ids(self, i: int) -> np.ndarray:
+        table, j = self._locate(i)
+        chunk_col = table.column("input_ids")
+        # find the chunk holding row j without concatenating (keeps the memory map zero-copy)
+        for chunk in chunk_col.chunks:
+            if j < len(chunk):
+                values = chunk.values
+                start = (chunk.offset + j) * self.seq_len
+                return values.slice(start, self.seq_len).to_numpy(zero_copy_only=True)
+            j -= len(chunk)
+        raise IndexError(i)
+
+    def row(self, i: int) -> PackedRow:
+        table, j = self._locate(i)
+        offsets = np.asarray(table.column("doc_offsets")[j].as_py(), dtype=np.int32)
+        domains = np.asarray(table.column("doc_domains")[j].as_py(), dtype=np.int16)
+        cont = bool(table.column("continues")[j].as_py())
+        return PackedRow(self.input_ids(i), offsets, domains, cont)
+
+
+def check_tokenizer_match(
+    data_sha: str | None, model_sha: str, *, data_dir: Any, model: Any
+) -> None:
+    """Refuse to combine data and a model whose tokenizers differ (clear message, no work done)."""
+    if data_sha is None:
+        raise ShardError(f"{data_dir}: manifest records no tokenizer sha256; rebuild the data")
+    if data_sha != model_sha:
+        raise ShardError(
+            f"tokenizer mismatch: data {data_dir} was packed with tokenizer sha256 {data_sha[:12]}…, "
+            f"but model {model} has tokenizer sha256 {model_sha[:12]}…; rebuild the data with "
+            f"--tokenizer pointing at the model's tokenizer"
+        )
