@@ -1,0 +1,481 @@
+"""One self-contained HTML page from collected stage outputs.
+
+Self-contained means: inline CSS, every image a ``data:image/png;base64`` URI, no scripts and
+no reference to anything outside the file, so the page opens offline and can be mailed or
+archived as is. Every string that comes from a file (document text, model responses, domain
+names, paths) goes through :func:`esc`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from longctx.report import plots
+from longctx.report.collect import RunOutputs, StageOutput
+
+SIGNIFICANT = 0.01  # the paper treats a loss difference larger than 0.01 as significant
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
+  color:#1d2330;background:#f6f7f9;line-height:1.45}
+main{max-width:1100px;margin:0 auto;padding:1.5rem}
+h1{margin:.2rem 0 .3rem}h2{border-bottom:2px solid #d8dce3;padding-bottom:.2rem;margin-top:2.2rem}
+h3{margin:1.4rem 0 .4rem}
+.meta{color:#5a6170;font-size:.9rem}
+section.card{background:#fff;border:1px solid #e1e4ea;border-radius:8px;padding:1rem 1.2rem;
+  margin:1rem 0}
+table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.88rem}
+th,td{border:1px solid #dde1e8;padding:.25rem .55rem;text-align:right;vertical-align:top}
+th{background:#eef1f5}td.l,th.l{text-align:left}
+td.better{background:#c9f2dc;font-weight:600}td.worse{background:#f9cfd6;font-weight:600}
+td.na{color:#9aa1ad}tr.base td{background:#f3f5f8}
+.rope{background:#fff4c2;font-weight:600}
+img{max-width:100%;height:auto;display:block;margin:.5rem 0}
+.warn{background:#fff1e6;border-left:4px solid #f08a24;padding:.4rem .8rem;margin:.5rem 0}
+details{margin:.4rem 0}summary{cursor:pointer;color:#2c5fb5}
+pre{white-space:pre-wrap;word-break:break-word;background:#f3f5f8;padding:.3rem .5rem;margin:0;
+  font-size:.8rem;max-height:8rem;overflow:auto}
+.kpi{display:inline-block;margin:.2rem 1.2rem .2rem 0}.kpi b{font-size:1.25rem}
+"""
+
+
+def esc(value: Any) -> str:
+    """HTML-escape any value (quotes too, so it is safe inside attributes)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _num(x: Any) -> float | None:
+    return plots._num(x)
+
+
+def fmt(x: Any, digits: int = 4) -> str:
+    """Numbers for tables: ints with separators, floats rounded, missing as an en dash."""
+    if isinstance(x, bool):
+        return esc(x)
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return "–"
+        if x.is_integer() and abs(x) >= 1000:
+            return f"{int(x):,}"
+        return f"{x:.{digits}f}"
+    if x is None:
+        return "–"
+    return esc(x)
+
+
+def pct(x: Any) -> str:
+    v = _num(x)
+    return "–" if v is None else f"{100 * v:.1f}%"
+
+
+def signed(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:+.{digits}f}"
+
+
+def img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    left: int = 1,
+    row_class: Callable[[int], str] | None = None,
+) -> str:
+    """A table whose cells are already-escaped HTML; the first ``left`` columns align left.
+
+    A cell may be a ``(html, css_class)`` pair to colour it.
+    """
+    out = ["<table><thead><tr>"]
+    out += [f'<th class="{"l" if i < left else ""}">{h}</th>' for i, h in enumerate(header)]
+    out.append("</tr></thead><tbody>")
+    for r, row in enumerate(rows):
+        cls = row_class(r) if row_class else ""
+        out.append(f'<tr class="{cls}">' if cls else "<tr>")
+        for i, cell in enumerate(row):
+            klass = "l" if i < left else ""
+            if isinstance(cell, tuple):
+                cell, extra = cell
+                klass = f"{klass} {extra}".strip()
+            out.append(f'<td class="{klass}">{cell}</td>' if klass else f"<td>{cell}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+class _Page:
+    """Collects sections and warnings while rendering."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.warnings: list[str] = []
+        self.images = 0
+
+    def add(self, s: str) -> None:
+        self.parts.append(s)
+
+    def png(self, out: StageOutput | None, draw: Callable[[], bytes], alt: str) -> str:
+        """The stage's own PNG when it is a valid PNG, otherwise one drawn from the JSON."""
+        data = None
+        if out is not None and out.png is not None:
+            try:
+                data = out.png.read_bytes()
+            except OSError as e:
+                self.warnings.append(f"{out.png}: unreadable ({e}); redrawn from JSON")
+            if data is not None and not data.startswith(plots.PNG_SIGNATURE):
+                self.warnings.append(f"{out.png}: not a PNG; redrawn from JSON")
+                data = None
+        if data is None:
+            data = draw()
+        self.images += 1
+        return img(data, alt)
+
+
+# ---------------------------------------------------------------- sections of one run
+
+
+def _stats_section(page: _Page, out: StageOutput) -> None:
+    s = out.data
+    doms = s.get("domains") or {}
+    thr = s.get("long_threshold")
+    page.add(f"<h3>Corpus statistics <span class=meta>({esc(out.label)})</span></h3>")
+    page.add(
+        f'<p class="meta">{fmt(s.get("total_tokens"))} tokens over {len(doms)} domains; '
+        f"long = document of at least {fmt(thr)} tokens"
+        f"{'; on a seeded sample of documents' if s.get('sampled') else ''}.</p>"
+    )
+    rows = []
+    for name, d in doms.items():
+        p = d.get("length_percentiles") or {}
+        rows.append(
+            [esc(name), fmt(d.get("docs")), fmt(d.get("tokens")), pct(d.get("token_share")),
+             pct(d.get("long_token_fraction")), fmt(_num(d.get("chars_per_token")), 2),
+             fmt(p.get("p50")), fmt(p.get("p90")), fmt(p.get("p99")), fmt(p.get("max"))]
+        )
+    page.add(table(["domain", "docs", "tokens", "token share", f"long-token fraction (≥{fmt(thr)})",
+                    "chars/token", "p50 len", "p90 len", "p99 len", "max len"], rows))
+    page.add(page.png(out, lambda: plots.stats_plot(s), f"corpus statistics {out.label}"))
+
+
+def _build_section(page: _Page, out: StageOutput) -> None:
+    m = out.data
+    tok = m.get("tokenizer") or {}
+    page.add(f"<h3>Mixture before / after <span class=meta>({esc(out.label)})</span></h3>")
+    page.add(
+        '<p class="meta">'
+        f"strategy <b>{esc(m.get('strategy'))}</b>, seq_len {fmt(m.get('seq_len'))}, "
+        f"{fmt(m.get('num_sequences'))} rows, {fmt(m.get('tokens_total'))} tokens, "
+        f"tokenizer {esc(tok.get('name'))} (sha256 {esc(str(tok.get('sha256', ''))[:12])}…)</p>"
+    )
+    rows = []
+    for r in plots.mixture_rows(m):
+        rows.append(
+            [esc(r["domain"]), fmt(r["input_docs"]),
+             fmt(r["input_tokens"]) + (" (est.)" if r["estimated"] else ""),
+             pct(r["input_share"]), pct(r["input_long"]), pct(r["target_share"]),
+             fmt(r["output_tokens"]), pct(r["output_share"]), pct(r["output_long"])]
+        )
+    page.add(table(["domain", "input docs", "input tokens", "input share", "input long-token frac",
+                    "target share", "output tokens", "output share", "output long-token frac"],
+                   rows))
+    skipped = m.get("skipped") or {}
+    if skipped:
+        page.add('<p class="meta">skipped input records: '
+                 + ", ".join(f"{esc(k)}: {fmt(v)}" for k, v in skipped.items()) + "</p>")
+    page.add(page.png(None, lambda: plots.mixture_plot(m), f"mixture {out.label}"))
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict):
+        items: list[tuple[str, Any]] = []
+        for k, v in d.items():
+            items += _flatten(v, f"{prefix}{k}.")
+        return items
+    return [(prefix[:-1], d)]
+
+
+def rope_base(manifest: dict[str, Any]) -> Any:
+    """The trained RoPE base: the first ``rope_theta`` found anywhere in the train manifest."""
+    for key, value in _flatten(manifest):
+        if key.split(".")[-1] == "rope_theta" and value is not None:
+            return value
+    return None
+
+
+def _base(v: Any) -> str:
+    x = _num(v)
+    return esc(v) if x is None else (f"{int(x):,}" if x.is_integer() else f"{x:g}")
+
+
+def _train_section(page: _Page, out: StageOutput) -> None:
+    m = out.data
+    metrics = out.metrics
+    page.add(f"<h3>Continual pretraining <span class=meta>({esc(out.label)})</span></h3>")
+    kpis = [("model", esc(m.get("model") or (m.get("config") or {}).get("model"))),
+            ("RoPE base", _base(rope_base(m))), ("status", esc(m.get("status")))]
+    losses = [v for v in (_num(r.get("loss")) for r in metrics) if v is not None]
+    if losses:
+        kpis += [("steps logged", fmt(len(metrics))), ("first loss", fmt(losses[0])),
+                 ("last loss", fmt(losses[-1]))]
+    tokens = metrics[-1].get("tokens") if metrics else None
+    if tokens is not None:
+        kpis.append(("tokens", fmt(tokens)))
+    page.add("<p>" + "".join(f'<span class="kpi">{k}: <b>{v}</b></span>' for k, v in kpis)
+             + "</p>")
+    page.add(page.png(out if out.png else None,
+                      lambda: plots.training_curve(metrics, f"training curve ({out.label})"),
+                      f"training curve {out.label}"))
+    cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
+    rows = []
+    for key, value in _flatten(cfg):
+        shown = esc(value if not isinstance(value, list) else ", ".join(map(str, value)))
+        if "rope" in key.lower():
+            rows.append([(esc(key), "rope"), (shown, "rope")])
+        else:
+            rows.append([esc(key), shown])
+    for key in ("rope_parameters", "rope"):  # rope settings recorded outside config
+        if key in m and key not in cfg:
+            for k, v in _flatten(m[key], f"{key}."):
+                rows.append([(esc(k), "rope"), (esc(v), "rope")])
+    if rows:
+        page.add("<details open><summary>training config</summary>"
+                 + table(["key", "value"], rows, left=2) + "</details>")
+
+
+def _needle_title(run: RunOutputs, out: StageOutput) -> str:
+    return f"{out.data.get('model') or '?'} — {out.label}"
+
+
+def _needle_section(page: _Page, run: RunOutputs, out: StageOutput) -> None:
+    n = out.data
+    cells = [c for c in n.get("cells", []) if isinstance(c, dict)]
+    page.add(f"<h3>Needle in a haystack <span class=meta>({esc(out.label)})</span></h3>")
+    page.add(
+        "<p>"
+        f'<span class="kpi">model: <b>{esc(n.get("model"))}</b></span>'
+        f'<span class="kpi">average ({esc(n.get("headline"))}): <b>{fmt(_num(n.get("average")), 3)}'
+        "</b></span>"
+        f'<span class="kpi">needle: <b>{esc(n.get("needle"))}</b></span>'
+        f'<span class="kpi">trained length: <b>{fmt(n.get("trained_length"))}</b></span>'
+        f'<span class="kpi">cells: <b>{len(cells)}</b></span></p>'
+    )
+    page.add(page.png(out, lambda: plots.needle_heatmap(n, _needle_title(run, out)),
+                      f"needle heatmap {out.label}"))
+    by_len: dict[int, list[float]] = {}
+    for c in cells:
+        s, length = _num(c.get("score")), _num(c.get("length"))
+        if s is not None and length is not None:
+            by_len.setdefault(int(length), []).append(s)
+    if by_len:
+        lens = sorted(by_len)
+        page.add(table(["length"] + [fmt(x) for x in lens],
+                       [["average score"] + [fmt(sum(by_len[x]) / len(by_len[x]), 3)
+                                             for x in lens]]))
+    rows = []
+    for c in cells:
+        scores = c.get("scores") or {}
+        rows.append([fmt(c.get("length")), fmt(c.get("depth")), fmt(_num(c.get("score")), 3),
+                     esc(", ".join(f"{k}={fmt(_num(v), 3)}" for k, v in scores.items())),
+                     f"<pre>{esc(c.get('response'))}</pre>", fmt(_num(c.get("seconds")), 1)])
+    if rows:
+        page.add("<details><summary>all cells and model responses</summary>"
+                 + table(["length", "depth", "score", "all scores", "response", "s"], rows,
+                         left=0) + "</details>")
+
+
+def _loss_section(page: _Page, out: StageOutput) -> None:
+    loss = out.data
+    buckets = list(loss.get("buckets") or [])
+    page.add(f"<h3>Loss by domain and position <span class=meta>({esc(out.label)}, model "
+             f"{esc(loss.get('model'))})</span></h3>")
+    rows = []
+    for name, vals in (loss.get("domains") or {}).items():
+        vals = vals or {}
+        rows.append([esc(name)] + [fmt(_num(vals.get(b))) for b in buckets])
+    overall = loss.get("overall") or {}
+    if overall:
+        rows.append(["<b>overall</b>"] + [fmt(_num(overall.get(b))) for b in buckets])
+    page.add(table(["domain"] + [esc(b) for b in buckets], rows))
+    positions = loss.get("positions") or {}
+    if positions:
+        keys = sorted(positions, key=lambda k: int(k) if str(k).isdigit() else 0)
+        page.add(table(["Loss@"] + [esc(k) for k in keys],
+                       [["loss"] + [fmt(_num(positions[k])) for k in keys]]))
+    page.add(page.png(out, lambda: plots.loss_plot(loss, f"loss ({out.label})"),
+                      f"loss {out.label}"))
+
+
+def _bookqa_section(page: _Page, out: StageOutput) -> None:
+    b = out.data
+    page.add(f"<h3>BookQA <span class=meta>({esc(out.label)})</span></h3>")
+    page.add(f'<p><span class="kpi">F1: <b>{fmt(_num(b.get("f1")), 3)}</b></span>'
+             f'<span class="kpi">questions: <b>{fmt(b.get("n"))}</b></span></p>')
+    items = [i for i in (b.get("items") or []) if isinstance(i, dict)][:50]
+    if items:
+        keys = [k for k in items[0] if k not in ("context",)][:6]
+        rows = [[f"<pre>{esc(i.get(k))}</pre>" for k in keys] for i in items]
+        page.add("<details><summary>items</summary>"
+                 + table([esc(k) for k in keys], rows, left=len(keys)) + "</details>")
+
+
+# ---------------------------------------------------------------- comparisons across runs
+
+
+def _labelled(runs: list[RunOutputs], kind: str) -> list[tuple[str, StageOutput]]:
+    many = len(runs) > 1
+    out = []
+    for run in runs:
+        for o in run.of(kind):
+            label = o.label if o.label != "." else ""
+            name = f"{run.name}/{label}" if many and label else (run.name if many else label or ".")
+            out.append((name, o))
+    return out
+
+
+def loss_differences(
+    base: dict[str, Any], other: dict[str, Any], buckets: Sequence[str], domains: Sequence[str]
+) -> dict[str, dict[str, float | None]]:
+    """other − base per domain and bucket (the paper's Table 5 "v.s." rows); None when missing."""
+    diffs: dict[str, dict[str, float | None]] = {}
+    for d in domains:
+        bv = (base.get("domains") or {}).get(d) or {}
+        ov = (other.get("domains") or {}).get(d) or {}
+        diffs[d] = {}
+        for b in buckets:
+            x, y = _num(bv.get(b)), _num(ov.get(b))
+            diffs[d][b] = None if x is None or y is None else y - x
+    return diffs
+
+
+def _diff_cell(d: float | None) -> tuple[str, str] | str:
+    if d is None:
+        return ("–", "na")
+    d = round(d, 9)  # float noise must not turn a printed -0.010 into a significant one
+    if d > SIGNIFICANT:
+        return (signed(d), "worse")
+    if d < -SIGNIFICANT:
+        return (signed(d), "better")
+    return signed(d)
+
+
+def _comparison_section(page: _Page, runs: list[RunOutputs]) -> None:
+    losses = _labelled(runs, "loss")
+    needles = _labelled(runs, "needle")
+    if len(losses) < 2 and len(needles) < 2:
+        return
+    page.add("<h2>Comparison</h2><section class=card>")
+    if len(needles) >= 2:
+        page.add("<h3>Needle average</h3>")
+        base = _num(needles[0][1].data.get("average"))
+        rows = []
+        for name, o in needles:
+            avg = _num(o.data.get("average"))
+            delta = None if avg is None or base is None else avg - base
+            rows.append([esc(name), esc(o.data.get("model")), fmt(avg, 3),
+                         signed(delta) if o is not needles[0][1] else "baseline"])
+        page.add(table(["run", "model", "average", "vs first"], rows, left=2))
+    if len(losses) >= 2:
+        base_name, base = losses[0]
+        buckets = list(base.data.get("buckets") or [])
+        for _, o in losses[1:]:
+            buckets += [b for b in (o.data.get("buckets") or []) if b not in buckets]
+        domains = list((base.data.get("domains") or {}).keys())
+        for _, o in losses[1:]:
+            domains += [d for d in (o.data.get("domains") or {}) if d not in domains]
+        page.add(
+            "<h3>Per-domain loss against the baseline (the paper's Table 5 view)</h3>"
+            f'<p class="meta">First row: loss of the baseline <b>{esc(base_name)}</b>; other rows: '
+            f"that run's loss minus the baseline's. Differences beyond ±{SIGNIFICANT} are "
+            "highlighted (green: lower loss, red: higher).</p>"
+        )
+        for b in buckets:
+            rows = [[esc(base_name) + " (baseline)"]
+                    + [fmt(_num(((base.data.get("domains") or {}).get(d) or {}).get(b)), 3)
+                       for d in domains]]
+            for name, o in losses[1:]:
+                diffs = loss_differences(base.data, o.data, [b], domains)
+                rows.append([f"v.s. {esc(name)}"] + [_diff_cell(diffs[d][b]) for d in domains])
+            page.add(f"<h4>{esc(b)} tokens</h4>")
+            page.add(table(["context " + esc(b)] + [esc(plots._short(d)) for d in domains], rows,
+                           row_class=lambda r: "base" if r == 0 else ""))
+        positions: list[str] = []
+        for _, o in losses:
+            positions += [p for p in (o.data.get("positions") or {}) if p not in positions]
+        if positions:
+            positions.sort(key=lambda k: int(k) if str(k).isdigit() else 0)
+            rows = []
+            for i, (name, o) in enumerate(losses):
+                vals = [_num((o.data.get("positions") or {}).get(p)) for p in positions]
+                if i == 0:
+                    rows.append([esc(name) + " (baseline)"] + [fmt(v, 3) for v in vals])
+                else:
+                    bvals = [_num((base.data.get("positions") or {}).get(p)) for p in positions]
+                    rows.append([f"v.s. {esc(name)}"] + [
+                        _diff_cell(None if v is None or bv is None else v - bv)
+                        for v, bv in zip(vals, bvals, strict=True)])
+            page.add("<h4>Loss@position</h4>")
+            page.add(table(["run"] + [f"@{esc(p)}" for p in positions], rows,
+                           row_class=lambda r: "base" if r == 0 else ""))
+    page.add("</section>")
+
+
+# ---------------------------------------------------------------- the page
+
+
+def render_report(runs: list[RunOutputs], title: str = "longctx report") -> tuple[str, int]:
+    """The full HTML page and the number of embedded images."""
+    page = _Page()
+    for run in runs:
+        page.warnings += run.warnings
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page.add(f"<h1>{esc(title)}</h1>")
+    page.add(f'<p class="meta">generated {now} from '
+             + ", ".join(f"<code>{esc(r.root)}</code>" for r in runs) + "</p>")
+    _comparison_section(page, runs)
+    for run in runs:
+        page.add(f"<h2>Run {esc(run.name)}</h2>")
+        sections: list[tuple[str, list[StageOutput]]] = [
+            ("Data", run.of("stats") + run.of("build")),
+            ("Training", run.of("train")),
+            ("Needle in a haystack", run.of("needle")),
+            ("Loss", run.of("loss")),
+            ("BookQA", run.of("bookqa")),
+        ]
+        for _, outs in sections:
+            if not outs:
+                continue
+            page.add("<section class=card>")
+            for out in outs:
+                if out.kind == "stats":
+                    _stats_section(page, out)
+                elif out.kind == "build":
+                    _build_section(page, out)
+                elif out.kind == "train":
+                    _train_section(page, out)
+                elif out.kind == "needle":
+                    _needle_section(page, run, out)
+                elif out.kind == "loss":
+                    _loss_section(page, out)
+                elif out.kind == "bookqa":
+                    _bookqa_section(page, out)
+            page.add("</section>")
+        if not run.outputs:
+            page.add('<p class="warn">no stage outputs found in this directory</p>')
+    body = "\n".join(page.parts)
+    warn = "".join(f'<p class="warn">{esc(w)}</p>' for w in page.warnings)
+    doc = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>"
+        f"<body><main>{warn}{body}</main></body></html>\n"
+    )
+    return doc, page.images

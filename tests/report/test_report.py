@@ -1,0 +1,195 @@
+"""``longctx report`` on hand-written stage outputs (tests/report/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import BASE_LOSS, HOSTILE, PER_SOURCE_DIFF, make_run
+from htmlparse import decode_png, parse
+
+from longctx.report.cli import write_report
+from longctx.report.collect import ReportError, collect
+
+
+def _render(tmp_path: Path, *runs: Path) -> str:
+    out = tmp_path / "report.html"
+    write_report(list(runs), out)
+    return out.read_text(encoding="utf-8")
+
+
+def test_collect_finds_every_stage_output(run_dir: Path) -> None:
+    (run,) = collect([run_dir])
+    kinds = sorted(o.kind for o in run.outputs)
+    assert kinds == ["bookqa", "build", "loss", "needle", "needle", "stats", "train"]
+    assert [o.label for o in run.of("needle")] == ["needle-before", "needle-after"]
+    (train,) = run.of("train")
+    assert [m["loss"] for m in train.metrics] == [3.0, 2.8, 2.7, 2.65]
+    (stats,) = run.of("stats")  # stats.json wins over its bare manifest: one entry, not two
+    assert stats.png is not None and stats.png.name == "stats.png"
+
+
+def test_report_is_self_contained_with_decodable_pngs(tmp_path: Path, run_dir: Path) -> None:
+    p = parse(_render(tmp_path, run_dir))
+    # stats, mixture, training curve, needle before + after, loss
+    assert len(p.imgs) >= 6
+    for src in p.imgs:
+        w, h = decode_png(src)
+        assert w > 0 and h > 0
+    external = [u for u in p.urls if not u[2].startswith("data:")]
+    assert external == []
+    assert not any(u[2].lower().startswith(("http:", "https:", "//")) for u in p.urls)
+    assert p.scripts == 0
+
+
+def test_stage_pngs_are_reused_and_missing_ones_drawn(tmp_path: Path, run_dir: Path) -> None:
+    import base64
+
+    stage_png = (run_dir / "stats" / "stats.png").read_bytes()
+    doc = _render(tmp_path, run_dir)
+    assert base64.b64encode(stage_png).decode() in doc
+    # without stage PNGs the report draws them from the JSON: same number of images
+    bare = make_run(tmp_path / "bare", with_pngs=False, loss_values=BASE_LOSS)
+    assert len(parse(_render(tmp_path, bare)).imgs) == len(parse(doc).imgs)
+
+
+def test_hostile_strings_are_escaped(tmp_path: Path, run_dir: Path) -> None:
+    doc = _render(tmp_path, run_dir)
+    assert "<script>" not in doc
+    assert '<img src="http://evil' not in doc
+    assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in doc
+    p = parse(doc)
+    # the browser shows the response as text, exactly as the model wrote it
+    assert HOSTILE in "".join(p.text)
+    assert p.scripts == 0
+
+
+def test_hostile_domain_name_is_escaped(tmp_path: Path, run_dir: Path) -> None:
+    path = run_dir / "stats" / "stats.json"
+    stats = json.loads(path.read_text())
+    stats["domains"]['<b onmouseover="x()">evil</b>'] = stats["domains"].pop("RedPajamaC4")
+    path.write_text(json.dumps(stats))
+    doc = _render(tmp_path, run_dir)
+    assert "<b onmouseover" not in doc
+    assert "&lt;b onmouseover=&quot;x()&quot;&gt;evil&lt;/b&gt;" in doc
+
+
+def test_mixture_table_shows_input_and_output_shares(tmp_path: Path, run_dir: Path) -> None:
+    p = parse(_render(tmp_path, run_dir))
+    (t,) = [t for t in p.tables if t.heading.startswith("Mixture before / after")]
+    header, *rows = t.texts()
+    assert header[:4] == ["domain", "input docs", "input tokens", "input share"]
+    book = next(r for r in rows if r[0] == "RedPajamaBook")
+    # input: 400 / 1000 tokens; output: 820 / 2048 tokens; long fractions 1.0 both sides
+    assert book[2] == "400 (est.)"
+    assert book[3] == "40.0%"
+    assert book[7] == f"{100 * 820 / 2048:.1f}%"
+    gh = next(r for r in rows if r[0] == "RedPajamaGithub")
+    assert (gh[4], gh[8]) == ("20.0%", "60.0%")
+
+
+def test_training_section_shows_rope_base_and_losses(tmp_path: Path, run_dir: Path) -> None:
+    doc = _render(tmp_path, run_dir)
+    text = "".join(parse(doc).text)
+    assert "RoPE base: 1,000,000" in text
+    assert "last loss: 2.6500" in text
+    p = parse(doc)
+    cfg = next(t for t in p.tables if ["key", "value"] in t.texts())
+    rope = [r for r in cfg.rows if r[0][0] == "rope.rope_theta"]
+    assert rope and rope[0][1] == ("1000000.0", "l rope")
+
+
+def test_needle_section_per_length_averages(tmp_path: Path, run_dir: Path) -> None:
+    p = parse(_render(tmp_path, run_dir))
+    avg_tables = [t for t in p.tables if t.texts() and t.texts()[0][0] == "length"
+                  and len(t.rows) == 2]
+    # before: scores cycle 1,0,1 over (1024: 0,50,100), (2048: 0,50,100) -> 2/3 and 2/3
+    before = avg_tables[0].texts()
+    assert before[0] == ["length", "1,024", "2,048"]
+    assert before[1] == ["average score", "0.667", "0.667"]
+    text = "".join(p.text)
+    assert "average (ruler): 0.667" in text and "average (ruler): 1.000" in text
+
+
+def test_comparison_matches_hand_computed_differences(tmp_path: Path, two_runs) -> None:
+    a, b = two_runs
+    p = parse(_render(tmp_path, a, b))
+    for j, bucket in enumerate(["0-4096", "4096-131072"]):
+        (t,) = [t for t in p.tables if t.heading == f"{bucket} tokens"]
+        header, base_row, diff_row = t.rows
+        domains = [h for h, _ in header[1:]]
+        assert domains == ["C4", "Book", "Github"]
+        full = {"C4": "RedPajamaC4", "Book": "RedPajamaBook", "Github": "RedPajamaGithub"}
+        for k, short in enumerate(domains, start=1):
+            d = full[short]
+            assert base_row[k][0] == f"{BASE_LOSS[d][j]:.3f}"
+            expected = PER_SOURCE_DIFF[d][j]
+            text, cls = diff_row[k]
+            assert text == f"{expected:+.3f}"
+            # the paper's significance rule: |difference| > 0.01
+            if expected < -0.01:
+                assert "better" in cls
+            elif expected > 0.01:
+                assert "worse" in cls
+            else:
+                assert "better" not in cls and "worse" not in cls
+    # Book 0-4K (−.065) highlighted; C4 4K+ (−.010, not > .01) not highlighted
+    (t,) = [t for t in p.tables if t.heading == "0-4096 tokens"]
+    assert "better" in t.rows[2][2][1]
+    (t,) = [t for t in p.tables if t.heading == "4096-131072 tokens"]
+    assert t.rows[2][1] == ("-0.010", "")
+
+
+def test_loss_table_and_null_values(tmp_path: Path) -> None:
+    values = dict(BASE_LOSS)
+    values["RedPajamaArXiv"] = (1.66, None)  # no tokens in the long bucket
+    run = make_run(tmp_path / "r", with_pngs=False, loss_values=values)
+    p = parse(_render(tmp_path, run))
+    t = next(t for t in p.tables if t.heading.startswith("Loss by domain"))
+    rows = {r[0]: r[1:] for r in t.texts()}
+    assert rows["RedPajamaArXiv"] == ["1.6600", "–"]
+    assert rows["overall"] == ["2.0000", "1.5000"]
+    pos = next(t for t in p.tables if t.texts()[0][0] == "Loss@")
+    assert pos.texts()[0] == ["Loss@", "1024", "4096", "16384"]
+
+
+def test_partial_and_broken_outputs_do_not_stop_the_report(tmp_path: Path) -> None:
+    run = tmp_path / "partial"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "manifest.json").write_text(json.dumps(
+        {"stage": "train", "status": "running", "config": {"rope_theta": 5e5}}))
+    (run / "train" / "metrics.jsonl").write_text(
+        '{"step": 1, "loss": 3.0, "lr": 1e-4, "tokens": 10, "tokens_per_s": 1}\n{"step": 2, "lo')
+    (run / "needle").mkdir()
+    (run / "needle" / "needle.json").write_text("{not json")
+    doc = _render(tmp_path, run)
+    p = parse(doc)
+    assert len(p.imgs) == 1  # the training curve from the one complete metrics line
+    decode_png(p.imgs[0])
+    text = "".join(p.text)
+    assert "needle.json: unreadable" in text
+    assert "metrics.jsonl:2: not valid JSON" in text
+    assert "RoPE base: 500,000" in text
+
+
+def test_missing_or_empty_run_dir_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="not found"):
+        collect([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no stage outputs"):
+        collect([tmp_path / "empty"])
+
+
+def test_report_cli(tmp_path: Path, run_dir: Path, capsys) -> None:
+    from longctx.cli import main
+
+    out = tmp_path / "sub" / "r.html"
+    main(["report", str(run_dir), "--out", str(out)])
+    assert out.is_file()
+    assert f"report: {out}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(tmp_path / "missing"), "--out", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: run directory not found") and "\n" not in err
