@@ -10,10 +10,9 @@ parquet), never whole.
 from __future__ import annotations
 
 import glob
-import gzip
-import io
 import json
 import os
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,8 +32,28 @@ NON_STRING_TEXT = "non_string_text"
 EMPTY_TEXT = "empty_text"
 MISSING_DOMAIN = "missing_domain"
 INVALID_UTF8 = "invalid_utf8"
-TRUNCATED_FILE = "truncated_file"
-UNREADABLE_FILE = "unreadable_file"
+INVALID_DOMAIN = "invalid_domain"  # domain is an object or a list, not a name
+TRUNCATED_FILE = "truncated_file"  # compressed stream ends before its end marker
+CORRUPT_FILE = "corrupt_file"  # compressed stream or parquet page cannot be decoded
+UNREADABLE_FILE = "unreadable_file"  # cannot be opened at all
+
+SKIP_REASONS = (
+    MALFORMED_JSON,
+    NOT_AN_OBJECT,
+    MISSING_TEXT,
+    NON_STRING_TEXT,
+    EMPTY_TEXT,
+    MISSING_DOMAIN,
+    INVALID_DOMAIN,
+    INVALID_UTF8,
+    TRUNCATED_FILE,
+    CORRUPT_FILE,
+    UNREADABLE_FILE,
+)
+
+# Files a stage writes next to its outputs; a folder given as corpus input never reads them.
+_STAGE_FILES = frozenset({"manifest.json", "stats.json", "needle.json", "loss.json"})
+_CHUNK = 1 << 20
 
 
 class DataError(LongctxError):
@@ -65,18 +84,34 @@ def _has_supported_suffix(name: str) -> bool:
     return name.endswith(SUPPORTED_SUFFIXES)
 
 
+def _is_corpus_file(path: Path) -> bool:
+    """A file a folder expansion reads: supported suffix, not hidden, not a stage's own JSON."""
+    return (
+        path.is_file()
+        and _has_supported_suffix(path.name)
+        and not path.name.startswith(".")
+        and path.name not in _STAGE_FILES
+    )
+
+
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """Resolve files, folders (recursive) and glob patterns into a sorted, de-duplicated list.
 
-    Raises DataError for an input that matches no readable corpus file, so a typo never
-    silently builds from less data.
+    Folders are walked recursively in sorted order; hidden files and the JSON files a stage
+    writes (``manifest.json``, ``stats.json``) are not corpus files, so a demo-corpus folder
+    can be passed as is. Raises DataError for an input that matches no readable corpus file,
+    so a typo never silently builds from less data.
     """
     out: list[Path] = []
     for raw in inputs:
         s = str(raw)
         p = Path(s)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and _has_supported_suffix(q.name))
+            found = sorted(
+                q
+                for q in p.rglob("*")
+                if _is_corpus_file(q) and not any(part.startswith(".") for part in q.relative_to(p).parts)
+            )
             if not found:
                 raise DataError(
                     f"input folder {s} holds no corpus files ({', '.join(SUPPORTED_SUFFIXES)})"
@@ -85,12 +120,13 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         elif p.is_file():
             if not _has_supported_suffix(p.name):
                 raise DataError(
-                    f"input file {s}: unsupported format (expected one of {', '.join(SUPPORTED_SUFFIXES)})"
+                    f"input file {s}: unsupported format "
+                    f"(expected one of {', '.join(SUPPORTED_SUFFIXES)})"
                 )
             out.append(p)
         else:
             matches = sorted(Path(m) for m in glob.glob(s, recursive=True))
-            files = [m for m in matches if m.is_file() and _has_supported_suffix(m.name)]
+            files = [m for m in matches if _is_corpus_file(m)]
             if not files:
                 raise DataError(f"input {s} matches no corpus file")
             out.extend(files)
@@ -113,19 +149,78 @@ def _get_dotted(record: dict, dotted: str) -> tuple[bool, object]:
     return True, node
 
 
-def _open_binary(path: Path) -> io.BufferedIOBase:
-    name = path.name
-    if name.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if name.endswith(".zst"):
-        import zstandard
+class _StreamError(Exception):
+    """A compressed stream ended early (``reason`` = truncated_file) or cannot be decoded."""
 
-        raw = open(path, "rb")
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            raw, read_across_frames=True, closefd=True
-        )
-        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
-    return open(path, "rb", buffering=1 << 20)
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _decompressed_chunks(path: Path) -> Iterator[bytes]:
+    """Decompressed bytes of a file in ~1 MiB chunks.
+
+    We drive the decompressors ourselves because zstandard's ``stream_reader`` silently
+    returns a short stream on a truncated .zst, which would turn a cut-off file into a bogus
+    "malformed line". Here every byte decoded before the cut is yielded, then
+    :class:`_StreamError` says why the stream stopped. Concatenated gzip members and zstd
+    frames are read across.
+    """
+    name = path.name
+    with open(path, "rb") as f:
+        if name.endswith(".gz"):
+            make = lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)  # noqa: E731
+            errors: tuple[type[BaseException], ...] = (zlib.error,)
+        elif name.endswith(".zst"):
+            import zstandard
+
+            dctx = zstandard.ZstdDecompressor()
+            make = dctx.decompressobj
+            errors = (zstandard.ZstdError,)
+        else:
+            while block := f.read(_CHUNK):
+                yield block
+            return
+        dec = make()
+        started = False  # a member/frame is open and has not reached its end marker
+        while True:
+            block = f.read(_CHUNK)
+            if not block:
+                break
+            while block:
+                started = True
+                try:
+                    out = dec.decompress(block)
+                except errors as e:
+                    raise _StreamError(CORRUPT_FILE, f"{type(e).__name__}: {e}") from None
+                if out:
+                    yield out
+                if dec.eof:
+                    block = dec.unused_data
+                    dec = make()
+                    started = False
+                else:
+                    block = b""
+        if started and not dec.eof:
+            raise _StreamError(TRUNCATED_FILE, "compressed stream ends before its end marker")
+
+
+def _iter_lines(path: Path) -> Iterator[bytes]:
+    """Raw lines (without the newline) of a possibly compressed file, streaming."""
+    rest = b""
+    for chunk in _decompressed_chunks(path):
+        if rest:
+            chunk = rest + chunk
+        lines = chunk.split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+def _has_surrogate_escape(raw: bytes) -> bool:
+    """True when a JSON line escapes a UTF-16 surrogate (only then can text be invalid UTF-8)."""
+    return b"\\ud" in raw or b"\\uD" in raw
 
 
 def _record_to_document(record: object, fields: Fields, file: str, index: int) -> Document | str:
@@ -142,6 +237,8 @@ def _record_to_document(record: object, fields: Fields, file: str, index: int) -
     ok, domain = _get_dotted(record, fields.domain)
     if not ok or domain is None or (isinstance(domain, str) and not domain.strip()):
         return MISSING_DOMAIN
+    if isinstance(domain, (dict, list, tuple)):
+        return INVALID_DOMAIN
     return Document(text=text, domain=str(domain), file=file, index=index)
 
 
@@ -150,50 +247,57 @@ def _skip(
 ) -> None:
     if strict:
         extra = f" ({detail})" if detail else ""
-        raise DataError(f"{file}:{index}: {reason}{extra}")
+        where = f"{file}:{index}" if index else file
+        raise DataError(f"{where}: {reason}{extra}")
     skipped[reason] += 1
 
 
 def iter_jsonl(
     path: Path, fields: Fields, skipped: Counter, strict: bool = False
 ) -> Iterator[Document]:
+    """Documents of a jsonl / jsonl.gz / jsonl.zst file; ``index`` is the 1-based line number."""
     file = str(path)
     index = 0
+    lines = _iter_lines(path)
     try:
-        with _open_binary(path) as f:
-            for index, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue  # blank lines are layout, not records
+        for index, raw in enumerate(lines, start=1):
+            if index == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark is not part of the first record
+            if not raw.strip():
+                continue  # blank lines are layout, not records
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                _skip(skipped, INVALID_UTF8, file, index, strict, str(e))
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                _skip(skipped, MALFORMED_JSON, file, index, strict, str(e))
+                continue
+            doc = _record_to_document(record, fields, file, index)
+            if isinstance(doc, str):
+                _skip(skipped, doc, file, index, strict)
+                continue
+            if _has_surrogate_escape(raw):
                 try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    _skip(skipped, INVALID_UTF8, file, index, strict, str(e))
+                    doc.text.encode("utf-8")
+                except UnicodeEncodeError as e:
+                    _skip(skipped, INVALID_UTF8, file, index, strict, f"lone surrogate: {e}")
                     continue
-                try:
-                    record = json.loads(line)
-                except ValueError as e:
-                    _skip(skipped, MALFORMED_JSON, file, index, strict, str(e))
-                    continue
-                doc = _record_to_document(record, fields, file, index)
-                if isinstance(doc, str):
-                    _skip(skipped, doc, file, index, strict)
-                    continue
-                yield doc
-    except DataError:
-        raise
-    except (EOFError, OSError, ValueError) as e:
-        # gzip raises EOFError/BadGzipFile, zstandard raises ZstdError (a ValueError subclass
-        # in some versions, an Exception in others) on a truncated stream.
-        _skip(skipped, TRUNCATED_FILE, file, index + 1, strict, f"{type(e).__name__}: {e}")
-    except Exception as e:  # noqa: BLE001 - zstandard.ZstdError is a plain Exception subclass
-        if type(e).__name__ != "ZstdError":
-            raise
-        _skip(skipped, TRUNCATED_FILE, file, index + 1, strict, f"{type(e).__name__}: {e}")
+            yield doc
+    except _StreamError as e:
+        # The line being assembled when the stream stopped is incomplete: it is the casualty,
+        # counted once under the stream's reason; everything before it was yielded.
+        _skip(skipped, e.reason, file, index + 1, strict, str(e))
+    except OSError as e:
+        _skip(skipped, UNREADABLE_FILE, file, index + 1 if index else 0, strict, str(e))
 
 
 def iter_parquet(
     path: Path, fields: Fields, skipped: Counter, strict: bool = False, batch_size: int = 1024
 ) -> Iterator[Document]:
+    """Documents of a parquet file, read batch by batch; ``index`` is the 1-based row number."""
     import pyarrow.parquet as pq
 
     file = str(path)
@@ -207,7 +311,21 @@ def iter_parquet(
     names = set(pf.schema_arrow.names)
     columns = sorted({c for c in (top_text, top_domain) if c in names})
     index = 0
-    for batch in pf.iter_batches(batch_size=batch_size, columns=columns or None):
+    batches = pf.iter_batches(batch_size=batch_size, columns=columns)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 - a corrupt page or invalid UTF-8 in a string column
+            _skip(skipped, CORRUPT_FILE, file, index + 1, strict, f"{type(e).__name__}: {e}")
+            return
+        if not columns:
+            # Neither field exists in the schema: every row lacks its text.
+            for _ in range(batch.num_rows):
+                index += 1
+                _skip(skipped, MISSING_TEXT, file, index, strict)
+            continue
         for record in batch.to_pylist():
             index += 1
             doc = _record_to_document(record, fields, file, index)

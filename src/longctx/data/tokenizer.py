@@ -50,10 +50,30 @@ class Tokenizer:
         """Smallest unsigned dtype that holds every id (uint16 up to 65,536 ids)."""
         return np.dtype(np.uint16) if self.vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
+    def __reduce__(self) -> tuple:
+        """Pickle as the backend's JSON (no transformers object): cheap to send to workers,
+        and a worker rebuilds the exact same Rust tokenizer without importing transformers."""
+        return (
+            _rebuild,
+            (
+                self.name,
+                self.backend.to_str(),
+                self.bos_id,
+                self.eos_id,
+                None if self.source_dir is None else str(self.source_dir),
+                self.add_bos,
+                self.add_eos,
+            ),
+        )
+
     @cached_property
     def fingerprint(self) -> str:
+        """sha256 of what decides token ids: normalizer, pre-tokenizer, model, added tokens,
+        BOS/EOS ids (not file names or formatting, so a re-saved copy matches)."""
         spec = json.loads(self.backend.to_str())
         content = {
+            "normalizer": spec.get("normalizer"),
+            "pre_tokenizer": spec.get("pre_tokenizer"),
             "model": spec.get("model"),
             "added_tokens": [
                 (t.get("id"), t.get("content")) for t in spec.get("added_tokens") or []
@@ -107,6 +127,28 @@ class Tokenizer:
         }
 
 
+def _rebuild(
+    name: str,
+    backend_json: str,
+    bos_id: int | None,
+    eos_id: int | None,
+    source_dir: str | None,
+    add_bos: bool,
+    add_eos: bool,
+) -> Tokenizer:
+    from tokenizers import Tokenizer as RustTokenizer
+
+    return Tokenizer(
+        name=name,
+        backend=RustTokenizer.from_str(backend_json),
+        bos_id=bos_id,
+        eos_id=eos_id,
+        source_dir=None if source_dir is None else Path(source_dir),
+        add_bos=add_bos,
+        add_eos=add_eos,
+    )
+
+
 def resolve_tokenizer_dir(spec: str | Path | None) -> tuple[str, Path]:
     """(name, directory) for a tokenizer spec: None/"smollm2-135m" = the embedded default."""
     from longctx.embedded import EMBEDDED_NAME, embedded_tokenizer_dir
@@ -114,7 +156,7 @@ def resolve_tokenizer_dir(spec: str | Path | None) -> tuple[str, Path]:
     if spec is None or str(spec) in ("", EMBEDDED_NAME):
         return EMBEDDED_NAME, embedded_tokenizer_dir()
     p = Path(spec)
-    if p.is_file() and p.name == "tokenizer.json":
+    if p.is_file() and p.name in ("tokenizer.json", "tokenizer.model"):
         return str(p.parent), p.parent
     if not p.is_dir():
         raise TokenizerError(
