@@ -8,6 +8,11 @@ One row is one training sequence of exactly ``seq_len`` tokens:
 - ``continues``   bool: the first piece continues a document begun in the previous row,
   so its first token is *not* a document start (matters for ``--doc-mask``).
 
+Optional provenance columns (``data build`` writes them; readers that do not know them
+ignore them): ``piece_file`` list<int32> (index into manifest ``files``), ``piece_line``
+list<int64> (1-based line/row of the document in that file), ``piece_start`` list<int64>
+(token offset of the piece inside its document's token sequence).
+
 HF ``datasets.Dataset.from_file`` opens these files in place; we read them with pyarrow
 memory maps so training and evaluation never copy a shard into RAM.
 """
@@ -34,26 +39,37 @@ class ShardError(LongctxError):
     pass
 
 
-def shard_schema(seq_len: int, dtype: np.dtype) -> pa.Schema:
+PROVENANCE_COLUMNS = {
+    "piece_file": pa.int32(),
+    "piece_line": pa.int64(),
+    "piece_start": pa.int64(),
+}
+
+
+def shard_schema(seq_len: int, dtype: np.dtype, provenance: bool = False) -> pa.Schema:
     id_type = pa.uint16() if np.dtype(dtype) == np.uint16 else pa.uint32()
-    return pa.schema(
-        [
-            pa.field("input_ids", pa.list_(id_type, seq_len)),
-            pa.field("doc_offsets", pa.list_(pa.int32())),
-            pa.field("doc_domains", pa.list_(pa.int16())),
-            pa.field("continues", pa.bool_()),
-        ]
-    )
+    fields = [
+        pa.field("input_ids", pa.list_(id_type, seq_len)),
+        pa.field("doc_offsets", pa.list_(pa.int32())),
+        pa.field("doc_domains", pa.list_(pa.int16())),
+        pa.field("continues", pa.bool_()),
+    ]
+    if provenance:
+        fields += [pa.field(k, pa.list_(t)) for k, t in PROVENANCE_COLUMNS.items()]
+    return pa.schema(fields)
 
 
 class ShardWriter:
     """Append rows to one Arrow IPC stream file; ``close()`` returns rows and sha256."""
 
-    def __init__(self, path: str | Path, seq_len: int, dtype: np.dtype) -> None:
+    def __init__(
+        self, path: str | Path, seq_len: int, dtype: np.dtype, provenance: bool = False
+    ) -> None:
         self.path = Path(path)
         self.seq_len = seq_len
         self.dtype = np.dtype(dtype)
-        self.schema = shard_schema(seq_len, self.dtype)
+        self.provenance = provenance
+        self.schema = shard_schema(seq_len, self.dtype, provenance)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._sink = pa.OSFile(str(self.path), "wb")
         self._writer = pa.ipc.new_stream(self._sink, self.schema)
@@ -65,8 +81,13 @@ class ShardWriter:
         doc_offsets: Sequence[Sequence[int]],
         doc_domains: Sequence[Sequence[int]],
         continues: Sequence[bool],
+        provenance: dict[str, Sequence[Sequence[int]]] | None = None,
     ) -> None:
-        """Write a batch: ``input_ids`` has shape (rows, seq_len)."""
+        """Write a batch: ``input_ids`` has shape (rows, seq_len).
+
+        ``provenance`` (required when the writer was opened with ``provenance=True``) maps
+        each of ``PROVENANCE_COLUMNS`` to one list per row, one value per piece.
+        """
         ids = np.ascontiguousarray(input_ids, dtype=self.dtype)
         if ids.ndim != 2 or ids.shape[1] != self.seq_len:
             raise ShardError(f"input_ids must be (rows, {self.seq_len}), got {ids.shape}")
@@ -74,15 +95,21 @@ class ShardWriter:
         if not (len(doc_offsets) == len(doc_domains) == len(continues) == n):
             raise ShardError("input_ids, doc_offsets, doc_domains and continues differ in rows")
         flat = pa.array(ids.reshape(-1), type=self.schema.field("input_ids").type.value_type)
-        batch = pa.record_batch(
-            [
-                pa.FixedSizeListArray.from_arrays(flat, self.seq_len),
-                pa.array([list(map(int, o)) for o in doc_offsets], type=pa.list_(pa.int32())),
-                pa.array([list(map(int, d)) for d in doc_domains], type=pa.list_(pa.int16())),
-                pa.array(list(map(bool, continues)), type=pa.bool_()),
-            ],
-            schema=self.schema,
-        )
+        columns = [
+            pa.FixedSizeListArray.from_arrays(flat, self.seq_len),
+            pa.array([list(map(int, o)) for o in doc_offsets], type=pa.list_(pa.int32())),
+            pa.array([list(map(int, d)) for d in doc_domains], type=pa.list_(pa.int16())),
+            pa.array(list(map(bool, continues)), type=pa.bool_()),
+        ]
+        if self.provenance:
+            if provenance is None or set(provenance) != set(PROVENANCE_COLUMNS):
+                raise ShardError(f"provenance columns required: {sorted(PROVENANCE_COLUMNS)}")
+            for name, tp in PROVENANCE_COLUMNS.items():
+                values = provenance[name]
+                if len(values) != n:
+                    raise ShardError(f"provenance column {name} has {len(values)} rows, not {n}")
+                columns.append(pa.array([list(map(int, v)) for v in values], type=pa.list_(tp)))
+        batch = pa.record_batch(columns, schema=self.schema)
         self._writer.write_batch(batch)
         self.rows += n
 

@@ -1,0 +1,630 @@
+"""``data build``: corpus -> eligible documents -> exact-budget selection -> packed shards.
+
+Steps (each one deterministic from the config and the seed):
+
+1. Resolve inputs into files; give every file a stable id (its path relative to the common
+   folder) and every document the id ``<file id>:<line>``.
+2. Scan files in a seeded order (workers = processes, results consumed in order). A file's
+   scan is spilled to ``OUT/.work`` with a marker, so an interrupted build that is rerun
+   reuses it. With ``subset`` on, scanning stops once every budget is covered ``margin``
+   times over by eligible tokens (and at least ``min_files`` were read): a budget far below
+   the corpus does not cost a tokenizer pass over the corpus. The stop point depends only on
+   files before it, never on worker count.
+3. Target shares (measured input token shares unless ``--mix``; ``--upsample`` multiplies)
+   become exact integer budgets; :mod:`longctx.pack.select` picks pieces to fill them.
+4. :mod:`longctx.pack.packer` concatenates pieces into rows; shards and ``manifest.json``
+   are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import sys
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longctx.config import ConfigError, parse_count, to_dict
+from longctx.data.readers import DataError, expand_inputs
+from longctx.mix.strategies import (
+    GLOBAL_GROUP,
+    STRATEGIES,
+    MixError,
+    expected_global_shares,
+    get_strategy,
+    plan_budgets,
+    predicted_long_fraction,
+)
+from longctx.pack.packer import Piece, pack_rows
+from longctx.pack.scan import (
+    STAT_KEYS,
+    ScanTask,
+    init_worker,
+    load_done,
+    meta_path,
+    scan_or_load,
+    tokens_path,
+)
+from longctx.pack.select import Eligible, select_pieces
+from longctx.pack.shards import FORMAT_VERSION, ShardWriter
+from longctx.pack.tok import TokenizerSpec, resolve_spec
+from longctx.stage import Timer, config_hash, is_done, read_manifest, write_manifest
+
+STAGE = "data.build"
+WORK_DIR = ".work"
+SHARD_BYTES = 256 << 20
+FAIL_HOOK_ENV = "LONGCTX_BUILD_FAIL_AT"  # test hook: "scan:N" / "pack:N" raises mid-build
+
+
+class BuildError(DataError):
+    pass
+
+
+@dataclass
+class BuildConfig:
+    """``longctx data build`` settings; field names are the CLI flag names."""
+
+    inputs: list[str] = field(default_factory=list)
+    out: str | None = None
+    tokenizer: str | None = None  # folder with tokenizer.json; None = embedded SmolLM2
+    strategy: str = "per_source"
+    tokens: str | None = None  # output total: 600K / 100M / 5B, rounded up to whole rows
+    seq_len: int = 8192
+    long_threshold: int = 4096
+    short_keep: float = 0.1
+    mix: dict[str, float] = field(default_factory=dict)
+    upsample: dict[str, float] = field(default_factory=dict)
+    text_field: str = "text"
+    domain_field: str = "meta.redpajama_set_name"
+    seed: int = 42
+    workers: int = 1
+    strict: bool = False
+    bos: bool = True  # BOS before every document (the paper)
+    eos: bool = False  # EOS after every document (the paper: none)
+    shard_rows: int = 0  # rows per shard; 0 = about 256 MB per shard
+    subset: bool = True  # read a seeded subset of files when budgets are far below the corpus
+    margin: float = 1.2  # subset must hold margin x each budget in eligible tokens
+    min_files: int = 16  # subset reads at least this many files (all when fewer)
+    force: bool = False  # rebuild even when a finished build with the same config exists
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.seq_len <= 0:
+            raise ConfigError(f"seq_len: must be positive, got {self.seq_len}")
+        if self.long_threshold <= 0:
+            raise ConfigError(f"long_threshold: must be positive, got {self.long_threshold}")
+        if not 0.0 <= self.short_keep <= 1.0:
+            raise ConfigError(f"short_keep: must be in [0, 1], got {self.short_keep}")
+        if self.workers < 1:
+            raise ConfigError(f"workers: must be >= 1, got {self.workers}")
+        if self.shard_rows < 0:
+            raise ConfigError(f"shard_rows: must be >= 0, got {self.shard_rows}")
+        if self.margin < 1.0:
+            raise ConfigError(f"margin: must be >= 1, got {self.margin}")
+        for name, weights in (("mix", self.mix), ("upsample", self.upsample)):
+            for k, v in weights.items():
+                if v < 0 or not math.isfinite(v):
+                    raise ConfigError(f"{name}: weight for {k!r} must be >= 0, got {v}")
+
+    def require_run_fields(self) -> None:
+        if not self.inputs:
+            raise ConfigError("inputs: give at least one corpus file, folder or glob")
+        if not self.out:
+            raise ConfigError("out: give --out DIR")
+        if self.tokens is None:
+            raise ConfigError("tokens: give --tokens N (e.g. 600K, 100M, 5B)")
+        parse_count(self.tokens, name="tokens")
+
+    def output_config(self) -> dict[str, Any]:
+        """The config that decides the output (workers/out/force do not)."""
+        d = to_dict(self)
+        for k in ("workers", "out", "force"):
+            d.pop(k)
+        return d
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def stable_file_ids(files: list[Path]) -> list[str]:
+    """File ids relative to the inputs' common folder (independent of the working directory)."""
+    parents = [str(f.resolve().parent) for f in files]
+    base = Path(os.path.commonpath(parents)) if parents else Path(".")
+    return [f.resolve().relative_to(base).as_posix() for f in files]
+
+
+def _file_order_key(seed: int, rel: str) -> bytes:
+    return hashlib.blake2b(f"{seed}\0{rel}".encode(), digest_size=8).digest()
+
+
+def _inputs_fingerprint(files: list[Path], rels: list[str]) -> list[list[Any]]:
+    out = []
+    for f, r in zip(files, rels, strict=True):
+        st = f.stat()
+        out.append([r, st.st_size, st.st_mtime_ns])
+    return out
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+class InputStats:
+    """Per-domain counters summed over the files scanned so far, and estimates from them."""
+
+    def __init__(self, specials: int) -> None:
+        self.specials = specials
+        self.domains: dict[str, Counter] = {}
+        self.skipped: Counter = Counter()
+        self.files = 0
+
+    def add(self, summary: dict[str, Any]) -> None:
+        self.files += 1
+        for d, st in summary["stats"].items():
+            self.domains.setdefault(d, Counter()).update(st)
+        self.skipped.update(summary["skipped"])
+
+    def _ratio(self, st: Counter) -> float | None:
+        """Tokens per byte (without BOS/EOS) of a domain's short documents."""
+        for tok_key, doc_key, byte_key in (
+            ("drawn_tokens", "drawn_docs", "drawn_bytes"),
+            ("tok_tokens", "tok_docs", None),
+        ):
+            docs = st[doc_key]
+            if not docs:
+                continue
+            nbytes = st[byte_key] if byte_key else st["bytes"] - st["untok_bytes"]
+            if nbytes > 0:
+                return max(0.0, (st[tok_key] - self.specials * docs) / nbytes)
+        return None
+
+    def estimate(self) -> dict[str, dict[str, Any]]:
+        """Per domain: docs, tokens (estimated where not every doc was tokenized), L, S."""
+        ratios = {d: self._ratio(st) for d, st in self.domains.items()}
+        known = [r for r in ratios.values() if r is not None]
+        fallback = float(np.mean(known)) if known else 0.25
+        out = {}
+        for d, st in sorted(self.domains.items()):
+            r = ratios[d] if ratios[d] is not None else fallback
+            untok = st["untok_bytes"] * r + st["untok_docs"] * self.specials
+            tokens = st["tok_tokens"] + untok
+            long_t = st["long_tokens"]
+            out[d] = {
+                "docs": int(st["docs"]),
+                "bytes": int(st["bytes"]),
+                "tokens": int(round(tokens)),
+                "long_tokens": int(long_t),
+                "short_tokens": float(tokens - long_t),
+                "tokenized_docs": int(st["tok_docs"]),
+                "estimated": bool(st["untok_docs"]),
+                "eligible_docs": int(st["kept_docs"]),
+                "eligible_tokens": int(st["kept_tokens"]),
+            }
+        return out
+
+    def token_weights(self) -> dict[str, float]:
+        return {d: float(v["tokens"]) for d, v in self.estimate().items()}
+
+    def eligible(self, key: str) -> int:
+        if key == GLOBAL_GROUP:
+            return sum(int(st["kept_tokens"]) for st in self.domains.values())
+        st = self.domains.get(key)
+        return int(st["kept_tokens"]) if st else 0
+
+
+# ----------------------------------------------------------------------------- scanning
+
+
+def _fail_hook(phase: str, count: int) -> None:
+    spec = os.environ.get(FAIL_HOOK_ENV, "")
+    if spec == f"{phase}:{count}":
+        raise RuntimeError(f"simulated interruption ({FAIL_HOOK_ENV}={spec})")
+
+
+def _run_scans(
+    tasks: list[ScanTask], workers: int, on_result: Callable[[dict[str, Any]], bool]
+) -> None:
+    """Scan tasks in order; ``on_result`` returning True stops (later results unused)."""
+    if workers <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            if on_result(scan_or_load(t)):
+                return
+        return
+    import multiprocessing as mp
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    window = 2 * workers
+    pending: deque[tuple[ScanTask, dict[str, Any] | Future]] = deque()
+    it = iter(tasks)
+    ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
+    try:
+
+        def submit_next() -> bool:
+            t = next(it, None)
+            if t is None:
+                return False
+            done = load_done(t)
+            pending.append((t, done if done is not None else ex.submit(scan_or_load, t)))
+            return True
+
+        while len(pending) < window and submit_next():
+            pass
+        while pending:
+            _, item = pending.popleft()
+            summary = item.result() if isinstance(item, Future) else item
+            if on_result(summary):
+                return
+            while len(pending) < window and submit_next():
+                pass
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------- spill access
+
+
+class SpillReader:
+    """Read token ranges from the per-file spill files (a few open handles at a time)."""
+
+    def __init__(self, work: Path, dtype: np.dtype, max_open: int = 64) -> None:
+        self.work = work
+        self.dtype = np.dtype(dtype)
+        self.max_open = max_open
+        self._fds: OrderedDict[int, int] = OrderedDict()
+
+    def read(self, file: int, start: int, length: int) -> np.ndarray:
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = os.open(tokens_path(self.work, file), os.O_RDONLY)
+            self._fds[file] = fd
+            if len(self._fds) > self.max_open:
+                os.close(self._fds.popitem(last=False)[1])
+        else:
+            self._fds.move_to_end(file)
+        size = self.dtype.itemsize
+        buf = os.pread(fd, length * size, start * size)
+        if len(buf) != length * size:
+            raise BuildError(f"spill of file #{file} is shorter than its metadata says")
+        return np.frombuffer(buf, dtype=self.dtype)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _load_eligible(work: Path, summaries: list[dict[str, Any]], vocab: list[str]) -> Eligible:
+    code = {d: i for i, d in enumerate(vocab)}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "row", "line", "start", "domain", "length", "priority")}
+    for s in summaries:
+        with np.load(meta_path(work, s["index"])) as m:
+            n = len(m["line"])
+            remap = np.asarray([code[d] for d in s["domains"]] or [0], dtype=np.int16)
+            length = m["length"]
+            cols["file"].append(np.full(n, s["index"], dtype=np.int32))
+            cols["row"].append(np.arange(n, dtype=np.int64))
+            cols["line"].append(m["line"])
+            cols["start"].append(np.cumsum(length) - length)
+            cols["domain"].append(remap[m["domain"]] if n else np.empty(0, np.int16))
+            cols["length"].append(length)
+            cols["priority"].append(m["priority"])
+    dtypes = {"file": np.int32, "row": np.int64, "line": np.int64, "start": np.int64,
+              "domain": np.int16, "length": np.int64, "priority": np.uint64}
+    return Eligible(**{
+        k: (np.concatenate(v).astype(dtypes[k]) if v else np.empty(0, dtypes[k]))
+        for k, v in cols.items()
+    })
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def _progress(enabled: bool | None):
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    disable = not console.is_terminal if enabled is None else not enabled
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+    )
+
+
+# ----------------------------------------------------------------------------- the build
+
+
+def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, Any]:
+    """Build the packed mixture described by ``cfg``; return its manifest."""
+    cfg.validate()
+    cfg.require_run_fields()
+    timer = Timer().__enter__()
+    strategy = get_strategy(cfg.strategy)
+    if not strategy.per_domain and (cfg.mix or cfg.upsample):
+        raise MixError("--strategy global ignores domains: --mix/--upsample do not apply")
+    if strategy.name == "upsample" and not cfg.upsample:
+        raise MixError("--strategy upsample needs --upsample DOMAIN=FACTOR[,...]")
+    out = Path(str(cfg.out))
+    files = expand_inputs(cfg.inputs)
+    rels = stable_file_ids(files)
+    spec: TokenizerSpec = resolve_spec(cfg.tokenizer, add_bos=cfg.bos, add_eos=cfg.eos)
+    tok = spec.load()
+    dtype = tok.dtype
+    requested = parse_count(str(cfg.tokens), name="tokens")
+    rows = -(-requested // cfg.seq_len)
+    total = rows * cfg.seq_len
+    keep = strategy.keep_probability(cfg.short_keep)
+    inputs_fp = _inputs_fingerprint(files, rels)
+    scan_hash = config_hash(
+        {
+            "format_version": FORMAT_VERSION,
+            "tokenizer": tok.fingerprint,
+            "bos": cfg.bos,
+            "eos": cfg.eos,
+            "fields": [cfg.text_field, cfg.domain_field],
+            "seed": cfg.seed,
+            "long_threshold": cfg.long_threshold,
+            "keep": keep,
+            "inputs": inputs_fp,
+        }
+    )
+    out_cfg = cfg.output_config()
+    cfg_hash = config_hash(
+        {"config": out_cfg, "tokenizer": tok.fingerprint, "inputs": inputs_fp,
+         "format_version": FORMAT_VERSION}
+    )
+    if not cfg.force and is_done(out, cfg_hash):
+        manifest = read_manifest(out) or {}
+        if all((out / s["path"]).is_file() for s in manifest.get("shards", [])):
+            manifest["skipped_rerun"] = True
+            return manifest
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_manifest(out, {"stage": STAGE, "status": "running", "format_version": FORMAT_VERSION,
+                         "config": out_cfg, "config_hash": cfg_hash})
+    work = out / WORK_DIR
+    hash_file = work / "scan_hash"
+    if work.exists() and (not hash_file.is_file() or hash_file.read_text() != scan_hash):
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    hash_file.write_text(scan_hash)
+
+    order = sorted(range(len(files)), key=lambda i: (_file_order_key(cfg.seed, rels[i]), rels[i]))
+    tasks = [
+        ScanTask(
+            index=i, path=str(files[i]), rel=rels[i], work_dir=str(work), scan_hash=scan_hash,
+            tokenizer=spec, text_field=cfg.text_field, domain_field=cfg.domain_field,
+            seed=cfg.seed, long_threshold=cfg.long_threshold, keep=keep, strict=cfg.strict,
+        )
+        for i in order
+    ]
+    stats = InputStats(spec.specials_per_doc)
+    summaries: list[dict[str, Any]] = []
+
+    def covered() -> bool:
+        if not cfg.subset or len(summaries) < min(cfg.min_files, len(tasks)):
+            return False
+        if cfg.mix and any(d not in stats.domains for d in cfg.mix):
+            return False
+        try:
+            _, budgets = plan_budgets(strategy, total, stats.token_weights(), cfg.mix, cfg.upsample)
+        except MixError:
+            return False
+        return all(stats.eligible(k) >= cfg.margin * b for k, b in budgets.items() if b)
+
+    with _progress(progress) as bar:
+        scan_bar = bar.add_task("scan files", total=len(tasks))
+
+        def on_result(summary: dict[str, Any]) -> bool:
+            summaries.append(summary)
+            stats.add(summary)
+            bar.advance(scan_bar)
+            _fail_hook("scan", len(summaries))
+            return covered()
+
+        _run_scans(tasks, cfg.workers, on_result)
+        bar.update(scan_bar, total=len(summaries), completed=len(summaries))
+
+        # ---- plan and select
+        est = stats.estimate()
+        vocab = sorted(est)
+        if not vocab:
+            raise BuildError(f"no usable documents in {len(summaries)} input file(s); "
+                             f"skipped: {dict(stats.skipped)}")
+        unknown = sorted(set(cfg.mix) - set(vocab))
+        if unknown:
+            raise BuildError(f"--mix names domain(s) not found in the input: {', '.join(unknown)} "
+                             f"(found: {', '.join(vocab)})")
+        shares, budgets = plan_budgets(strategy, total, stats.token_weights(), cfg.mix, cfg.upsample)
+        el = _load_eligible(work, summaries, vocab)
+        if strategy.per_domain:
+            groups = {d: np.flatnonzero(el.domain == i) for i, d in enumerate(vocab)}
+        else:
+            groups = {GLOBAL_GROUP: np.arange(len(el))}
+        empty = [k for k, b in budgets.items() if b and not len(groups.get(k, ()))]
+        if empty:
+            raise BuildError(
+                f"no eligible documents for {', '.join(empty)} (budget > 0): every document there "
+                f"is shorter than --long-threshold {cfg.long_threshold} and none was kept by "
+                f"--short-keep {cfg.short_keep}; raise --short-keep or set --mix"
+            )
+        sel = select_pieces(el, groups, budgets, chunk=cfg.long_threshold if strategy.chunk else None)
+        repeated = {k: g for k, g in sel.groups.items() if g.repeated_tokens}
+        if repeated and cfg.strict:
+            k, g = next(iter(sorted(repeated.items())))
+            raise BuildError(
+                f"--strict: {k} has {g.available} eligible tokens in the input but its budget is "
+                f"{g.budget}; its documents would be repeated {g.epochs} times"
+            )
+        assert int(sel.length.sum()) == total
+
+        # ---- pack
+        for old in out.glob("shard-*.arrow"):
+            old.unlink()
+        shard_rows = cfg.shard_rows or max(1, SHARD_BYTES // (cfg.seq_len * dtype.itemsize))
+        reader = SpillReader(work, dtype)
+        pack_bar = bar.add_task("pack rows", total=rows)
+        docs = sel.doc
+
+        def pieces():
+            for j in range(len(docs)):
+                i = int(docs[j])
+                off = int(sel.offset[j])
+                toks = reader.read(int(el.file[i]), int(el.start[i]) + off, int(sel.length[j]))
+                yield Piece(toks, int(el.domain[i]), int(el.file[i]), int(el.line[i]), off)
+
+        shards: list[dict[str, Any]] = []
+        writer: ShardWriter | None = None
+        written = 0
+        try:
+            for batch in pack_rows(pieces(), cfg.seq_len, dtype, batch_rows=min(64, shard_rows)):
+                r0 = 0
+                while r0 < batch.rows:
+                    if writer is None:
+                        writer = ShardWriter(out / f"shard-{len(shards):05d}.arrow", cfg.seq_len,
+                                             dtype, provenance=True)
+                    take = min(batch.rows - r0, shard_rows - writer.rows)
+                    sl = slice(r0, r0 + take)
+                    writer.write(
+                        batch.input_ids[sl], batch.doc_offsets[sl], batch.doc_domains[sl],
+                        batch.continues[sl], {k: v[sl] for k, v in batch.provenance().items()},
+                    )
+                    r0 += take
+                    written += take
+                    bar.advance(pack_bar, take)
+                    if writer.rows == shard_rows:
+                        shards.append(writer.close())
+                        writer = None
+                        _fail_hook("pack", len(shards))
+            if writer is not None:
+                shards.append(writer.close())
+                writer = None
+        finally:
+            reader.close()
+            if writer is not None:
+                writer.close()
+    assert written == rows
+
+    # ---- manifest
+    timer.__exit__(None, None, None)
+    manifest = _manifest(
+        cfg, out_cfg, cfg_hash, strategy.name, keep, tok.describe(), dtype, rows, total,
+        requested, vocab, est, shares, budgets, sel, el, stats, shards, rels, tasks,
+        summaries, timer,
+    )
+    write_manifest(out, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def _manifest(
+    cfg, out_cfg, cfg_hash, strategy, keep, tokenizer, dtype, rows, total, requested, vocab,
+    est, shares, budgets, sel, el, stats, shards, rels, tasks, summaries, timer,
+) -> dict[str, Any]:
+    T = cfg.long_threshold
+    doms = el.domain[sel.doc]
+    is_long = el.length[sel.doc] >= T
+    nd = len(vocab)
+    tokens = np.bincount(doms, weights=sel.length, minlength=nd)
+    long_tokens = np.bincount(doms, weights=sel.length * is_long, minlength=nd)
+    first = (sel.offset == 0) & (sel.epoch == 0)
+    L = {d: est[d]["long_tokens"] for d in vocab}
+    S = {d: est[d]["short_tokens"] for d in vocab}
+    expected = expected_global_shares(L, S, keep) if not budgets.keys() - {GLOBAL_GROUP} else {}
+    domains: dict[str, Any] = {}
+    for i, d in enumerate(vocab):
+        mask = doms == i
+        g = sel.groups.get(d) or sel.groups.get(GLOBAL_GROUP)
+        entry = {
+            "target_share": shares.get(d) if shares else None,
+            "target_tokens": budgets.get(d) if d in budgets else None,
+            "tokens": int(tokens[i]),
+            "share": float(tokens[i] / total) if total else 0.0,
+            "long_token_fraction": float(long_tokens[i] / tokens[i]) if tokens[i] else 0.0,
+            "predicted_long_token_fraction": predicted_long_fraction(L[d], S[d], keep),
+            "docs": int(np.unique(sel.doc[mask]).size),
+            "pieces": int(mask.sum()),
+            "available_tokens": est[d]["eligible_tokens"],
+        }
+        if expected:
+            entry["expected_share"] = expected.get(d, 0.0)
+        if d in sel.groups:
+            entry["epochs"] = g.epochs
+            entry["repeated_tokens"] = g.repeated_tokens
+        domains[d] = entry
+    all_long = float(long_tokens.sum() / total) if total else 0.0
+    inputs: dict[str, Any] = {}
+    for d in vocab:
+        e = est[d]
+        inputs[d] = {
+            "docs": e["docs"],
+            "tokens": e["tokens"],
+            "long_token_fraction": (e["long_tokens"] / e["tokens"]) if e["tokens"] else 0.0,
+            "estimated": e["estimated"] or len(summaries) < len(tasks),
+            "tokenized_docs": e["tokenized_docs"],
+            "bytes": e["bytes"],
+            "long_tokens": e["long_tokens"],
+            "eligible_tokens": e["eligible_tokens"],
+        }
+    repeats = {k: {"epochs": g.epochs, "repeated_tokens": g.repeated_tokens,
+                   "available_tokens": g.available, "budget": g.budget}
+               for k, g in sel.groups.items() if g.repeated_tokens}
+    warnings = [
+        f"{k}: only {v['available_tokens']} eligible tokens for a budget of {v['budget']}; "
+        f"documents repeated ({v['epochs']} passes)" for k, v in sorted(repeats.items())
+    ]
+    read = {s["index"] for s in summaries}
+    return {
+        "stage": STAGE,
+        "status": "done",
+        "format_version": FORMAT_VERSION,
+        "config": out_cfg,
+        "config_hash": cfg_hash,
+        "strategy": strategy,
+        "seq_len": cfg.seq_len,
+        "num_sequences": rows,
+        "tokens_total": total,
+        "tokens_requested": requested,
+        "dtype": np.dtype(dtype).name,
+        "long_threshold": T,
+        "short_keep": cfg.short_keep,
+        "keep_probability": keep,
+        "seed": cfg.seed,
+        "domain_vocab": vocab,
+        "domains": domains,
+        "long_token_fraction": all_long,
+        "input": inputs,
+        "input_files": {"total": len(tasks), "read": len(summaries),
+                        "subset": len(summaries) < len(tasks)},
+        "repeated": repeats,
+        "warnings": warnings,
+        "skipped": dict(sorted(stats.skipped.items())),
+        "shards": shards,
+        "files": [{"path": r, "read": i in read} for i, r in enumerate(rels)],
+        "tokenizer": tokenizer,
+        "documents_selected": int(first.sum()),
+        "seconds": {"wall": round(timer.wall, 3), "cpu": round(timer.cpu, 3)},
+        "python": sys.version.split()[0],
+    }
+
+
+__all__ = ["BuildConfig", "BuildError", "run_build", "InputStats", "STAT_KEYS"]

@@ -1,0 +1,98 @@
+"""A picklable tokenizer spec for worker processes, loaded without importing transformers.
+
+``AutoTokenizer`` costs seconds of CPU per process (importing transformers), which would
+dominate a data build that tokenizes only what selection needs. When a tokenizer folder
+has ``tokenizer.json`` we load the Rust tokenizer directly and read BOS/EOS from
+``tokenizer_config.json``; the result is the same :class:`longctx.data.tokenizer.Tokenizer`
+(same ids, same content fingerprint) that ``load_tokenizer`` gives. Anything else falls back
+to ``load_tokenizer``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from longctx.data.tokenizer import Tokenizer, load_tokenizer, resolve_tokenizer_dir
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Everything a worker needs to rebuild the tokenizer (paths and ids, not objects)."""
+
+    name: str
+    folder: str
+    bos_id: int | None
+    eos_id: int | None
+    add_bos: bool = True
+    add_eos: bool = False
+
+    def load(self) -> Tokenizer:
+        from tokenizers import Tokenizer as RustTokenizer
+
+        backend = RustTokenizer.from_file(str(Path(self.folder) / "tokenizer.json"))
+        return Tokenizer(
+            name=self.name,
+            backend=backend,
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            source_dir=Path(self.folder),
+            add_bos=self.add_bos,
+            add_eos=self.add_eos,
+        )
+
+    @property
+    def specials_per_doc(self) -> int:
+        return int(self.add_bos and self.bos_id is not None) + int(
+            self.add_eos and self.eos_id is not None
+        )
+
+
+def _token_content(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    return None
+
+
+def _fast_ids(folder: Path) -> tuple[int | None, int | None] | None:
+    """BOS/EOS ids from tokenizer_config.json, or None when they cannot be read plainly."""
+    tj, tc = folder / "tokenizer.json", folder / "tokenizer_config.json"
+    if not tj.is_file():
+        return None
+    if not tc.is_file():
+        return None, None  # load_tokenizer treats a bare tokenizer.json the same way
+    try:
+        cfg = json.loads(tc.read_text())
+    except (OSError, ValueError):
+        return None
+    from tokenizers import Tokenizer as RustTokenizer
+
+    backend = RustTokenizer.from_file(str(tj))
+    ids = []
+    for key in ("bos_token", "eos_token"):
+        content = _token_content(cfg.get(key))
+        if content is None:
+            if cfg.get(key) is not None:
+                return None
+            ids.append(None)
+            continue
+        tid = backend.token_to_id(content)
+        if tid is None:
+            return None
+        ids.append(int(tid))
+    return ids[0], ids[1]
+
+
+def resolve_spec(
+    spec: str | None, *, add_bos: bool = True, add_eos: bool = False
+) -> TokenizerSpec:
+    """A TokenizerSpec for ``--tokenizer`` (None = embedded SmolLM2), cheap when possible."""
+    name, folder = resolve_tokenizer_dir(spec)
+    ids = _fast_ids(folder)
+    if ids is None:  # let transformers work it out once, in this process
+        tok = load_tokenizer(spec, add_bos=add_bos, add_eos=add_eos)
+        ids = (tok.bos_id, tok.eos_id)
+    return TokenizerSpec(name, str(folder), ids[0], ids[1], add_bos, add_eos)
