@@ -1,0 +1,106 @@
+"""Greedy decoding from token ids with a KV cache, for long prompts.
+
+``model.generate`` works, but for 100K-token prompts we want three things it does not give
+by default: a prefill in chunks (bounded activation memory), logits for the last position
+only (never a [seq, vocab] tensor), and a stop as soon as the answer line is complete.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from longctx.errors import LongctxError
+
+
+class EvalError(LongctxError):
+    pass
+
+
+def pick_device(device: str = "auto") -> Any:
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: Any) -> Any:
+    """``auto`` = bf16 on CUDA, fp32 on CPU; else fp32|bf16|fp16."""
+    import torch
+
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if dtype == "auto":
+        return torch.bfloat16 if getattr(device, "type", "cpu") == "cuda" else torch.float32
+    if dtype not in table:
+        raise EvalError(f"dtype {dtype!r}: expected auto, fp32, bf16 or fp16")
+    return table[dtype]
+
+
+def load_eval_model(
+    model: str, *, rope_theta: float | None, max_length: int, dtype: str = "auto",
+    device: str = "auto",
+) -> tuple[Any, Any]:
+    """(model in eval mode on its device, model folder) with the RoPE base override applied."""
+    from longctx.models import load_causal_lm
+
+    dev = pick_device(device)
+    lm, folder = load_causal_lm(
+        model, rope_theta=rope_theta, min_positions=max_length, dtype=pick_dtype(dtype, dev)
+    )
+    lm.to(dev).eval()
+    return lm, folder
+
+
+def first_line_done(text: str) -> bool:
+    """Stop rule: the response has a non-blank line followed by a newline."""
+    stripped = text.lstrip()
+    return "\n" in stripped and bool(stripped.split("\n", 1)[0].strip())
+
+
+def greedy_generate(
+    model: Any,
+    prompt_ids: Sequence[int],
+    *,
+    max_new_tokens: int,
+    stop_ids: Sequence[int] = (),
+    decode: Callable[[list[int]], str] | None = None,
+    stop_text: Callable[[str], bool] | None = None,
+    prefill_chunk: int = 4096,
+) -> list[int]:
+    """Greedy continuation of ``prompt_ids``; returns the new token ids (stop id excluded).
+
+    ``stop_text(decode(new_ids))`` lets the caller end early (e.g. at the end of the first
+    answer line); the prompt is prefilled ``prefill_chunk`` tokens at a time into a cache.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    if not prompt_ids:
+        raise EvalError("greedy_generate: empty prompt")
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(list(prompt_ids), dtype=torch.long, device=device)[None, :]
+    cache = DynamicCache(config=model.config)
+    out_ids: list[int] = []
+    stops = set(int(s) for s in stop_ids)
+    with torch.inference_mode(), warnings.catch_warnings():
+        # transformers >= 5.2x renames past_key_values -> cache; the old name still works
+        # and is the only one older 5.x releases (the GPU machine's 5.17) accept.
+        warnings.simplefilter("ignore", FutureWarning)
+        logits = None
+        for start in range(0, ids.shape[1], max(1, prefill_chunk)):
+            chunk = ids[:, start : start + prefill_chunk]
+            out = model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1, :]
+        for _ in range(max_new_tokens):
+            nxt = int(torch.argmax(logits, dim=-1).item())
+            if nxt in stops:
+                break
+            out_ids.append(nxt)
+            if stop_text is not None and decode is not None and stop_text(decode(out_ids)):
+                break
+            step = torch.tensor([[nxt]], dtype=torch.long, device=device)
+            out = model(input_ids=step, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1, :]
+    return out_ids

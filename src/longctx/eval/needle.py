@@ -1,0 +1,399 @@
+"""Needle-in-a-haystack: the paper's protocol and RULER's magic-number needle, in token space.
+
+The paper's script encodes the whole haystack, cuts, decodes and re-encodes it for every
+cell (FACTS.md §4). We tokenize the haystack **once**, find every sentence boundary once,
+and build each cell from token slices::
+
+    [model's leading specials] + prefix + haystack[:b] + needle + haystack[b:n] + suffix
+
+where ``n`` is chosen so the whole prompt is exactly ``length`` tokens, and ``b`` is the
+largest sentence boundary <= ``int(n * depth / 100)`` (the paper's "move left until the
+previous token is a period"); depth 100 appends the needle after the last context token,
+as the paper does. Pieces are tokenized separately, so the seams can differ from what
+re-tokenizing the joined text would give (by a token or so); the model sees exactly the
+ids we count.
+
+Cells are appended to ``cells.jsonl`` as they finish and skipped on rerun, so a long grid
+can be interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longctx.config import to_dict
+from longctx.eval import scorers
+from longctx.eval.generate import EvalError, first_line_done, greedy_generate, load_eval_model
+from longctx.eval.haystack import Haystack, collapse_whitespace, load_haystack
+from longctx.stage import config_hash, sha256_file, sha256_text, write_json_atomic, write_manifest
+
+# ------------------------------------------------------------------------------ protocols
+PAPER_NEEDLE = (
+    "\nThe best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a "
+    "sunny day.\n"
+)
+PAPER_QUESTION = "What is the best thing to do in San Francisco?"
+PAPER_TEMPLATE = (
+    "<|im_start|> This is a very long story book: <book> {context} </book>.\n"
+    " Based on the content of the book, Question: {question}\nAnswer:"
+)
+# RULER niah_single_2 (essay haystack, word key, 7-digit value), singular rewrite, base template.
+RULER_NEEDLE = "One of the special magic numbers for {key} is: {value}."
+RULER_TEMPLATE = (
+    "A special magic number is hidden within the following text. Make sure to memorize it. "
+    "I will quiz you about the number afterwards.\n{context}\n"
+    "What is the special magic number for {key} mentioned in the provided text?"
+    " The special magic number for {key} mentioned in the provided text is"
+)
+# RULER draws keys from wonderwords' adjective x noun lists (not a dependency here); we draw
+# from this small fixed list the same "adjective-noun" way, seeded per cell.
+_ADJECTIVES = (
+    "abundant", "brave", "calm", "curious", "eager", "fancy", "gentle", "hollow", "jolly",
+    "lively", "mellow", "nimble", "odd", "proud", "quiet", "rapid", "shiny", "tidy", "vast",
+    "witty",
+)
+_NOUNS = (
+    "anchor", "badger", "canyon", "dolphin", "ferry", "garden", "harbor", "island", "jacket",
+    "kettle", "lantern", "meadow", "orchard", "pepper", "quarry", "ribbon", "saddle", "tunnel",
+    "violin", "walrus",
+)
+
+PAPER_LENGTHS = [int(x) for x in np.round(np.linspace(1000, 128000, 40)).astype(int)]
+PAPER_DEPTHS = [int(x) for x in np.round(np.linspace(0, 100, 10)).astype(int)]
+SENTENCE_END = ".!?"
+
+
+@dataclass
+class NeedleConfig:
+    """``longctx eval needle`` settings (defaults < YAML < flags < --set)."""
+
+    model: str = "smollm2-135m"
+    lengths: list[int] = field(default_factory=lambda: [1024, 2048, 4096])
+    depths: list[int] = field(default_factory=lambda: [0, 50, 100])
+    paper_grid: bool = False
+    haystack: str = ""
+    needle: str = "paper"
+    headline: str = ""
+    rope_theta: float | None = None
+    trained_length: int | None = None
+    max_new_tokens: int = 32
+    stop_at_newline: bool = True
+    prefill_chunk: int = 4096
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 42
+
+    def validate(self) -> None:
+        if self.needle not in ("paper", "ruler"):
+            raise EvalError(f"needle: expected 'paper' or 'ruler', got {self.needle!r}")
+        if self.headline and self.headline not in ("ruler", "paper_recall", "rouge1"):
+            raise EvalError(
+                f"headline: expected ruler, paper_recall or rouge1, got {self.headline!r}"
+            )
+        if self.paper_grid:
+            self.lengths, self.depths = list(PAPER_LENGTHS), list(PAPER_DEPTHS)
+        if not self.lengths or any(x <= 0 for x in self.lengths):
+            raise EvalError(f"lengths: need positive token counts, got {self.lengths}")
+        if not self.depths or any(not 0 <= d <= 100 for d in self.depths):
+            raise EvalError(f"depths: need percentages in 0..100, got {self.depths}")
+        if self.max_new_tokens <= 0:
+            raise EvalError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+
+    @property
+    def headline_scorer(self) -> str:
+        return self.headline or ("ruler" if self.needle == "ruler" else "paper_recall")
+
+
+# ------------------------------------------------------------------------- needle tasks
+@dataclass(frozen=True)
+class NeedleInstance:
+    """One cell's needle: the sentence, the prompt pieces and what counts as the answer."""
+
+    needle_text: str
+    prefix: str
+    suffix: str
+    refs: tuple[str, ...]
+    recall_expected: str
+
+
+def make_instance(kind: str, seed: int, length: int, depth: int) -> NeedleInstance:
+    """The needle for one cell; RULER keys/values come from a per-cell seeded RNG."""
+    if kind == "paper":
+        before, after = PAPER_TEMPLATE.split("{context}")
+        return NeedleInstance(
+            needle_text=PAPER_NEEDLE,
+            prefix=before,
+            suffix=after.format(question=PAPER_QUESTION),
+            refs=(scorers.PAPER_ANSWER.rstrip(".").lower(),),
+            recall_expected=scorers.PAPER_ANSWER,
+        )
+    rng = random.Random(f"{seed}:{length}:{depth}")
+    key = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"
+    value = str(rng.randint(10**6, 10**7 - 1))
+    before, after = RULER_TEMPLATE.split("{context}")
+    return NeedleInstance(
+        needle_text=" " + RULER_NEEDLE.format(key=key, value=value),
+        prefix=before,
+        suffix=after.format(key=key),
+        refs=(value,),
+        recall_expected=value,
+    )
+
+
+def template_text(kind: str) -> str:
+    return PAPER_TEMPLATE if kind == "paper" else RULER_TEMPLATE
+
+
+def needle_template(kind: str) -> str:
+    return PAPER_NEEDLE if kind == "paper" else RULER_NEEDLE
+
+
+# ------------------------------------------------------------------------ cell building
+@dataclass(frozen=True)
+class Cell:
+    """A built prompt: exactly ``length`` ids, with where the needle sits."""
+
+    ids: list[int]
+    length: int
+    depth: int
+    context_tokens: int
+    insert_at: int  # index into the context slice (sentence boundary)
+    needle_start: int  # index of the needle's first token in ``ids``
+    needle_tokens: int
+    instance: NeedleInstance
+
+
+def leading_special_ids(backend: Any) -> list[int]:
+    """Ids the tokenizer itself puts before text (BOS for LLaMA, nothing for SmolLM2)."""
+    plain = backend.encode("x", add_special_tokens=False).ids
+    full = backend.encode("x", add_special_tokens=True).ids
+    for k in range(len(full) - len(plain) + 1):
+        if full[k : k + len(plain)] == plain:
+            return list(full[:k])
+    return []
+
+
+def sentence_boundaries(text: str, offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Token positions j (1..n) such that token j-1 ends a sentence: its text, right-stripped,
+    ends with . ! or ? and the next character is whitespace (or the text ends)."""
+    out = []
+    n_chars = len(text)
+    for j, (start, end) in enumerate(offsets):
+        piece = text[start:end].rstrip()
+        if not piece or piece[-1] not in SENTENCE_END:
+            continue
+        if end >= n_chars or text[end].isspace() or end > start + len(piece):
+            out.append(j + 1)
+    return np.asarray(out, dtype=np.int64)
+
+
+class CellBuilder:
+    """Holds the haystack's ids and sentence boundaries; builds cells from slices."""
+
+    def __init__(self, tokenizer: Any, haystack_text: str, max_context: int) -> None:
+        self.backend = tokenizer.backend
+        enc = self.backend.encode(haystack_text, add_special_tokens=False)
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        if ids.size == 0:
+            raise EvalError("haystack is empty after tokenization")
+        bounds = sentence_boundaries(haystack_text, enc.offsets)
+        self.source_tokens = int(ids.size)
+        reps = max(1, -(-max_context // ids.size))  # re-append like the paper if too short
+        self.ids = np.tile(ids, reps)
+        seams = [bounds + r * ids.size for r in range(reps)]
+        seams.append(np.arange(1, reps + 1, dtype=np.int64) * ids.size)
+        self.bounds = np.unique(np.concatenate(seams))
+        self.repeats = reps
+        self.specials = leading_special_ids(self.backend)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.backend.encode(text, add_special_tokens=False).ids)
+
+    def insertion_point(self, n: int, depth: int) -> int:
+        """Largest sentence boundary <= int(n * depth / 100); depth 100 = after the last token."""
+        if depth >= 100:
+            return n
+        target = int(n * depth / 100)
+        k = int(np.searchsorted(self.bounds, target, side="right")) - 1
+        return int(self.bounds[k]) if k >= 0 else 0
+
+    def build(self, length: int, depth: int, instance: NeedleInstance) -> Cell:
+        pre = self.specials + self.encode(instance.prefix)
+        needle = self.encode(instance.needle_text)
+        suf = self.encode(instance.suffix)
+        n = length - len(pre) - len(needle) - len(suf)
+        if n < 1:
+            raise EvalError(
+                f"length {length} is too short: prompt and needle alone take "
+                f"{len(pre) + len(needle) + len(suf)} tokens"
+            )
+        if n > self.ids.size:
+            raise EvalError(f"length {length} needs {n} haystack tokens, have {self.ids.size}")
+        b = self.insertion_point(n, depth)
+        ctx = self.ids[:n].tolist()
+        ids = pre + ctx[:b] + needle + ctx[b:] + suf
+        assert len(ids) == length
+        return Cell(ids, length, depth, n, b, len(pre) + b, len(needle), instance)
+
+
+# -------------------------------------------------------------------------------- running
+def cell_key(length: int, depth: int) -> str:
+    return f"{length}:{depth}"
+
+
+def _read_done(path: Path, chash: str) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut by an interrupted write
+        if rec.get("cell_hash") == chash:
+            done[cell_key(rec["length"], rec["depth"])] = rec
+    return done
+
+
+def _cell_settings(cfg: NeedleConfig, hay: Haystack) -> dict[str, Any]:
+    """Everything a cell's result depends on (not the plot-only fields)."""
+    return {
+        "model": cfg.model, "needle": cfg.needle, "haystack_sha256": hay.sha256,
+        "rope_theta": cfg.rope_theta, "max_new_tokens": cfg.max_new_tokens,
+        "stop_at_newline": cfg.stop_at_newline, "dtype": cfg.dtype, "seed": cfg.seed,
+        "template": template_text(cfg.needle), "scorer": scorers.SCORER_VERSION,
+    }
+
+
+def run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
+    """Evaluate the grid, write ``needle.json``, ``needle.png``, ``manifest.json``; return the
+    needle.json content. Finished cells in ``cells.jsonl`` are reused."""
+    from longctx.data.tokenizer import load_tokenizer
+    from longctx.eval.plots import plot_needle_heatmap
+
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = load_haystack(cfg.haystack or None)
+    hay = Haystack(collapse_whitespace(raw.text), raw.source, raw.files) if cfg.needle == "ruler" \
+        else raw
+    chash = config_hash(_cell_settings(cfg, hay))
+    cells_path = out / "cells.jsonl"
+    done = _read_done(cells_path, chash)
+    grid = [(L, d) for L in cfg.lengths for d in cfg.depths]
+    todo = [(L, d) for L, d in grid if cell_key(L, d) not in done]
+
+    model = folder = builder = tok = None
+    if todo:
+        model, folder = load_eval_model(cfg.model, rope_theta=cfg.rope_theta,
+                                        max_length=max(cfg.lengths), dtype=cfg.dtype,
+                                        device=cfg.device)
+        tok = load_tokenizer(folder)
+        builder = CellBuilder(tok, hay.text, max(cfg.lengths))
+    else:
+        from longctx.models import resolve_model_dir
+
+        folder = resolve_model_dir(cfg.model)
+        tok = load_tokenizer(folder)
+
+    from rich.progress import Progress
+
+    show = sys.stderr.isatty() if progress is None else progress
+    with Progress(disable=not show, transient=True) as bar, open(cells_path, "a") as sink:
+        task = bar.add_task(f"needle ({cfg.needle})", total=len(todo))
+        for length, depth in todo:
+            rec = _run_cell(cfg, model, tok, builder, length, depth)
+            rec["cell_hash"] = chash
+            sink.write(json.dumps(rec) + "\n")
+            sink.flush()
+            done[cell_key(length, depth)] = rec
+            bar.advance(task)
+
+    head = cfg.headline_scorer
+    cells = []
+    for L, d in grid:
+        rec = dict(done[cell_key(L, d)])
+        rec.pop("cell_hash", None)
+        rec["score"] = rec["scores"][head]
+        cells.append(rec)
+    average = float(np.mean([c["score"] for c in cells]))
+    result = {
+        "stage": "eval.needle",
+        "model": cfg.model,
+        "needle": cfg.needle,
+        "headline": head,
+        "average": average,
+        "averages": {k: float(np.mean([c["scores"][k] for c in cells]))
+                     for k in cells[0]["scores"]},
+        "trained_length": cfg.trained_length,
+        "lengths": list(cfg.lengths),
+        "depths": list(cfg.depths),
+        "cells": cells,
+        "provenance": {
+            "haystack": raw.describe() | {"sha256_used": hay.sha256,
+                                          "whitespace_collapsed": cfg.needle == "ruler"},
+            "needle_template": needle_template(cfg.needle),
+            "needle_sha256": sha256_text(needle_template(cfg.needle)),
+            "prompt_template": template_text(cfg.needle),
+            "prompt_template_sha256": sha256_text(template_text(cfg.needle)),
+            "scorer_version": scorers.SCORER_VERSION,
+            "scorer_version_sha256": sha256_text(scorers.SCORER_VERSION),
+            "tokenizer": tok.describe(),
+            "model_dir": str(folder),
+            "rope_theta": cfg.rope_theta,
+            "decoding": {"greedy": True, "max_new_tokens": cfg.max_new_tokens,
+                         "stop_at_newline": cfg.stop_at_newline},
+            "haystack_tokens": builder.source_tokens if builder else None,
+        },
+    }
+    write_json_atomic(out / "needle.json", result)
+    plot_needle_heatmap(result, out / "needle.png")
+    write_manifest(out, {
+        "stage": "eval.needle",
+        "status": "done",
+        "config": to_dict(cfg),
+        "config_hash": config_hash(to_dict(cfg)),
+        "cell_hash": chash,
+        "counts": {"cells": len(cells), "computed_now": len(todo), "reused": len(grid) - len(todo)},
+        "average": average,
+        "checksums": {"needle.json": sha256_file(out / "needle.json"),
+                      "needle.png": sha256_file(out / "needle.png")},
+        "seconds": time.perf_counter() - t0,
+    })
+    return result
+
+
+def _run_cell(cfg: NeedleConfig, model: Any, tok: Any, builder: CellBuilder, length: int,
+              depth: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    inst = make_instance(cfg.needle, cfg.seed, length, depth)
+    cell = builder.build(length, depth, inst)
+    stop_ids = [i for i in (tok.eos_id,) if i is not None]
+    new = greedy_generate(
+        model, cell.ids, max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids,
+        decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
+        stop_text=first_line_done if cfg.stop_at_newline else None,
+        prefill_chunk=cfg.prefill_chunk,
+    )
+    response = tok.decode(new, skip_special_tokens=True).strip()
+    return {
+        "length": length,
+        "depth": depth,
+        "scores": scorers.needle_scores(response, inst.refs, inst.recall_expected,
+                                        inst.needle_text),
+        "response": response,
+        "answers": list(inst.refs),
+        "seconds": time.perf_counter() - t0,
+        "prompt_tokens": len(cell.ids),
+        "new_tokens": len(new),
+        "needle_depth_actual": cell.insert_at / cell.context_tokens,
+    }
