@@ -237,11 +237,10 @@ def explicit_cli_values(ctx: Any, values: Mapping[str, Any]) -> dict[str, Any]:
     ``ctx`` is the click context; parameters whose source is the command line or the
     environment win over the YAML file, defaults do not.
     """
-    import click
-
     out = {}
     for name, value in values.items():
         src = ctx.get_parameter_source(name)
-        if src in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
+        # compare by name: typer >= 0.29 vendors its own click, whose enum is a different class
+        if getattr(src, "name", None) in ("COMMANDLINE", "ENVIRONMENT"):
             out[name] = value
     return out
