@@ -122,13 +122,13 @@ def _finished(folder: Path) -> bool:
 
 def run_cli(argv: Sequence[str]) -> None:
     """Run one ``longctx`` command in-process; usage errors become a LongctxError."""
-    import click
+    import typer
 
     from longctx.cli import app
 
     try:
         app(args=list(argv), standalone_mode=False)
-    except click.exceptions.UsageError as e:
+    except typer.TyperException as e:  # usage errors: a flag this checkout does not know
         raise DemoError(f"`longctx {' '.join(argv)}`: {e.format_message()}") from None
 
 
