@@ -50,12 +50,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+    except Exception as e:  # usage errors arrive here in non-standalone mode
+        # typer >= 0.26 vendors click (typer._click): its exceptions are not click's.
+        if isinstance(e, typer.TyperException):
+            show = getattr(e, "show", None)
+            if callable(show):
+                show()
+            else:
+                typer.secho(f"error: {e.format_message()}", fg=typer.colors.RED, err=True)
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, typer.Abort):
             sys.exit(1)
         raise
