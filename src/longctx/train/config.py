@@ -1,0 +1,224 @@
+"""``TrainConfig``: every knob of ``longctx train``; flag names equal config keys.
+
+``validate()`` runs before any model is built: it checks values, the data folder, the
+sequence length against what the shards hold, and that the data was tokenized with the
+model's tokenizer (content fingerprint). Every error names the key and the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from longctx.config import ConfigError, parse_count
+
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
+SCHEDULES = ("constant", "cosine")
+DOC_MASKS = ("none", "mask")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+TINY = "tiny"
+
+# Keys that define *what* is trained; a resume with different values is refused.
+RESUME_KEYS = (
+    "data", "model", "seq_len", "batch_tokens", "micro_batch", "seed", "rope_theta",
+    "rope_type", "rope_factor", "rope_original_max_positions", "doc_mask", "tiny_layers",
+    "tiny_hidden", "tiny_heads", "tiny_kv_heads", "tiny_intermediate",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Continual pretraining of a causal LM on packed shards (see ``longctx train --help``)."""
+
+    data: str = ""
+    model: str = TINY
+    out: str = ""
+    steps: int = 0
+    tokens: str = ""
+    seq_len: int = 0
+    batch_tokens: str = ""
+    micro_batch: int = 1
+    lr: float = 2e-5
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    rope_theta: float | None = None
+    rope_type: str = "default"
+    rope_factor: float | None = None
+    rope_original_max_positions: int | None = None
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    doc_mask: str = "none"
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    checkpointing: bool = True
+    ce_chunk: int = 4096
+    fsdp: bool = False
+    cpu_offload: bool = False
+    gpu_memory_gb: float | None = None
+    preflight: bool = True
+    eval_data: str | None = None
+    eval_every: int = 0
+    eval_rows: int = 4
+    tensorboard: bool = False
+    tiny_layers: int = 2
+    tiny_hidden: int = 64
+    tiny_heads: int = 4
+    tiny_kv_heads: int = 2
+    tiny_intermediate: int = 128
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def data_manifest(self) -> dict[str, Any]:
+        from longctx.stage import read_manifest
+
+        return read_manifest(self.data) or {}
+
+    def resolved_seq_len(self) -> int:
+        """``seq_len`` or, when 0, the data's row length."""
+        return self.seq_len or int(self.data_manifest.get("seq_len", 0))
+
+    def resolved_batch_tokens(self) -> int:
+        """Global tokens per optimizer step (default: one sequence)."""
+        if not self.batch_tokens:
+            return self.resolved_seq_len()
+        return parse_count(self.batch_tokens, name="batch_tokens")
+
+    def resolved_steps(self) -> int:
+        if self.steps:
+            return self.steps
+        return -(-parse_count(self.tokens, name="tokens") // self.resolved_batch_tokens())
+
+    def resume_view(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: d[k] for k in RESUME_KEYS}
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Fail fast, naming the key and value, before any model or data is loaded."""
+        self._validate_values()
+        self._validate_data()
+
+    def _validate_values(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"config key {key!r}: {why} (got {getattr(self, key)!r})")
+
+        if not self.data:
+            raise ConfigError("config key 'data': required (a packed folder from `data build`)")
+        if not self.out:
+            raise ConfigError("config key 'out': required (the output folder)")
+        if not self.lr > 0:
+            raise bad("lr", "must be positive")
+        if self.steps < 0:
+            raise bad("steps", "must be >= 0")
+        if not self.steps and not self.tokens:
+            raise ConfigError("config keys 'steps'/'tokens': give one of them (e.g. --steps 100)")
+        if self.tokens:
+            parse_count(self.tokens, name="tokens")
+        if self.batch_tokens:
+            parse_count(self.batch_tokens, name="batch_tokens")
+        if self.seq_len < 0:
+            raise bad("seq_len", "must be >= 0 (0 = the data's row length)")
+        for key in ("micro_batch", "tiny_layers", "tiny_hidden", "tiny_heads", "tiny_kv_heads",
+                    "tiny_intermediate", "keep_checkpoints", "eval_rows"):
+            if getattr(self, key) <= 0:
+                raise bad(key, "must be positive")
+        for key in ("warmup_steps", "save_every", "eval_every", "ce_chunk", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise bad(key, "must be >= 0")
+        if self.grad_clip < 0:
+            raise bad("grad_clip", "must be >= 0 (0 disables clipping)")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise bad("min_lr_ratio", "must be in [0, 1]")
+        choices = {"rope_type": ROPE_TYPES, "schedule": SCHEDULES, "doc_mask": DOC_MASKS,
+                   "precision": PRECISIONS, "device": DEVICES}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise bad(key, f"must be one of {', '.join(allowed)}")
+        if self.rope_theta is not None and not self.rope_theta > 0:
+            raise bad("rope_theta", "must be positive")
+        if self.rope_type != "default":
+            if self.rope_factor is None or not self.rope_factor >= 1:
+                raise ConfigError(
+                    f"config key 'rope_factor': rope_type {self.rope_type!r} needs a factor >= 1 "
+                    f"(got {self.rope_factor!r})"
+                )
+        if self.rope_type in ("yarn", "llama3") and not self.rope_original_max_positions:
+            raise ConfigError(
+                f"config key 'rope_original_max_positions': rope_type {self.rope_type!r} needs the "
+                f"pre-training context length (got {self.rope_original_max_positions!r})"
+            )
+        if self.tiny_hidden % self.tiny_heads or self.tiny_heads % self.tiny_kv_heads:
+            raise ConfigError(
+                f"config keys 'tiny_hidden'/'tiny_heads'/'tiny_kv_heads': hidden must divide by "
+                f"heads and heads by kv heads (got {self.tiny_hidden}/{self.tiny_heads}/"
+                f"{self.tiny_kv_heads})"
+            )
+
+    def _validate_data(self) -> None:
+        folder = Path(self.data)
+        if not folder.is_dir():
+            raise ConfigError(f"config key 'data': folder not found: {self.data!r}")
+        manifest = self.data_manifest
+        if not manifest:
+            raise ConfigError(
+                f"config key 'data': {self.data!r} has no manifest.json (run `longctx data build`)"
+            )
+        if manifest.get("status", "done") != "done":
+            raise ConfigError(
+                f"config key 'data': build in {self.data!r} did not finish "
+                f"(status {manifest.get('status')!r})"
+            )
+        data_len = int(manifest.get("seq_len", 0))
+        if self.seq_len:
+            if self.seq_len > data_len or data_len % self.seq_len:
+                raise ConfigError(
+                    f"config key 'seq_len': {self.seq_len} must divide the data's row length "
+                    f"{data_len} (rows of {self.data!r} are split into seq_len pieces)"
+                )
+        seq = self.resolved_seq_len()
+        bt = self.resolved_batch_tokens()
+        if bt % (seq * self.micro_batch):
+            raise ConfigError(
+                f"config key 'batch_tokens': {bt} must be a multiple of seq_len x micro_batch = "
+                f"{seq} x {self.micro_batch}"
+            )
+        if self.eval_data is not None and not (Path(self.eval_data) / "manifest.json").is_file():
+            raise ConfigError(
+                f"config key 'eval_data': {self.eval_data!r} is not a packed folder with manifest"
+            )
+        self.check_tokenizer()
+
+    def check_tokenizer(self) -> None:
+        """Refuse a model whose tokenizer differs from the one the data was packed with."""
+        from longctx.data.tokenizer import load_tokenizer
+        from longctx.pack.shards import check_tokenizer_match
+
+        from longctx.train.model import tokenizer_dir_for
+
+        tok_dir = tokenizer_dir_for(self.model, self.data_manifest)
+        model_sha = load_tokenizer(tok_dir).fingerprint
+        data_sha = (self.data_manifest.get("tokenizer") or {}).get("sha256")
+        try:
+            check_tokenizer_match(data_sha, model_sha, data_dir=self.data, model=self.model)
+        except Exception as e:
+            raise ConfigError(f"config keys 'model'={self.model!r} / 'data'={self.data!r}: {e}") from None
+        if self.eval_data:
+            from longctx.stage import read_manifest
+
+            eval_sha = ((read_manifest(self.eval_data) or {}).get("tokenizer") or {}).get("sha256")
+            if eval_sha != model_sha:
+                raise ConfigError(
+                    f"config key 'eval_data': {self.eval_data!r} was packed with another tokenizer "
+                    f"(sha256 {str(eval_sha)[:12]}… vs model {model_sha[:12]}…)"
+                )

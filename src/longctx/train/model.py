@@ -1,0 +1,157 @@
+"""Build the model to train: ``tiny`` (random 2-layer LLaMA), ``smollm2-135m`` or a local folder.
+
+RoPE is applied to the *config* before the weights are loaded (see ``rope.py``), so the
+rotary module is constructed with the trained frequencies. :class:`CausalLMWithLoss` wraps
+the HF model so the loss is computed in sequence chunks (``loss.py``) and so FSDP's root
+hooks see one forward that covers embeddings, decoder and head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from longctx.errors import LongctxError
+from longctx.train.config import TINY, TrainConfig
+
+
+class TrainModelError(LongctxError):
+    pass
+
+
+def tokenizer_dir_for(model: str, data_manifest: dict[str, Any]) -> Path:
+    """The folder holding the tokenizer of ``model`` (for ``tiny``: the data's tokenizer)."""
+    from longctx.data.tokenizer import resolve_tokenizer_dir
+    from longctx.models import resolve_model_dir
+
+    if model == TINY:
+        name = (data_manifest.get("tokenizer") or {}).get("name")
+        try:
+            return resolve_tokenizer_dir(name)[1]
+        except LongctxError as e:
+            raise TrainModelError(
+                f"model 'tiny' uses the data's tokenizer {name!r}, which cannot be found: {e}"
+            ) from None
+    folder = resolve_model_dir(model)
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer.model").is_file():
+        raise TrainModelError(f"model {model}: folder {folder} has no tokenizer files")
+    return folder
+
+
+def tiny_config(cfg: TrainConfig, vocab_size: int, bos: int | None, eos: int | None) -> Any:
+    """A small LLaMA config sized to the tokenizer (for tests and the CPU demo)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.tiny_hidden,
+        intermediate_size=cfg.tiny_intermediate,
+        num_hidden_layers=cfg.tiny_layers,
+        num_attention_heads=cfg.tiny_heads,
+        num_key_value_heads=cfg.tiny_kv_heads,
+        max_position_embeddings=max(cfg.resolved_seq_len(), 2048),
+        rope_parameters={"rope_type": "default", "rope_theta": 10_000.0},
+        tie_word_embeddings=True,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        use_cache=False,
+    )
+
+
+def attention_implementation(device_type: str, doc_mask: str) -> str:
+    """flex_attention for document masks on GPU (block-sparse), sdpa otherwise."""
+    return "flex_attention" if device_type == "cuda" and doc_mask == "mask" else "sdpa"
+
+
+def build_model(cfg: TrainConfig, *, device_type: str = "cpu") -> tuple[Any, Path, dict]:
+    """(HF model in fp32 on CPU, tokenizer dir, rope_parameters) for ``cfg``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from longctx.data.tokenizer import load_tokenizer
+    from longctx.models import resolve_model_dir
+    from longctx.train.rope import apply_rope
+
+    seq_len = cfg.resolved_seq_len()
+    tok_dir = tokenizer_dir_for(cfg.model, cfg.data_manifest)
+    attn = attention_implementation(device_type, cfg.doc_mask)
+    if cfg.model == TINY:
+        tok = load_tokenizer(tok_dir)
+        hf_config = tiny_config(cfg, tok.vocab_size, tok.bos_id, tok.eos_id)
+        folder = None
+    else:
+        folder = resolve_model_dir(cfg.model)
+        hf_config = AutoConfig.from_pretrained(str(folder))
+    params = apply_rope(
+        hf_config,
+        rope_type=cfg.rope_type,
+        theta=cfg.rope_theta,
+        factor=cfg.rope_factor,
+        original_max_positions=cfg.rope_original_max_positions,
+        low_freq_factor=cfg.rope_low_freq_factor,
+        high_freq_factor=cfg.rope_high_freq_factor,
+        seq_len=seq_len,
+    )
+    hf_config.use_cache = False
+    if folder is None:
+        torch.manual_seed(cfg.seed)
+        model = AutoModelForCausalLM.from_config(
+            hf_config, attn_implementation=attn, dtype=torch.float32
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), config=hf_config, attn_implementation=attn, dtype=torch.float32
+        )
+    model.config.use_cache = False
+    return model, tok_dir, params
+
+
+class CausalLMWithLoss:
+    """Factory for the wrapper module (defined lazily so importing this file needs no torch)."""
+
+    def __new__(cls, lm: Any, ce_chunk: int) -> Any:  # type: ignore[misc]
+        return _wrapper_class()(lm, ce_chunk)
+
+
+_WRAPPER: Any = None
+
+
+def _wrapper_class() -> Any:
+    global _WRAPPER
+    if _WRAPPER is not None:
+        return _WRAPPER
+    import torch
+
+    from longctx.train.loss import chunked_cross_entropy
+
+    class _CausalLMWithLoss(torch.nn.Module):
+        """forward(input_ids, position_ids, targets) -> (sum of token losses, token count)."""
+
+        def __init__(self, lm: Any, ce_chunk: int) -> None:
+            super().__init__()
+            self.lm = lm
+            self.ce_chunk = ce_chunk
+
+        def forward(self, input_ids: Any, position_ids: Any, targets: Any) -> Any:
+            # attention_mask=None + position_ids resets: transformers builds the per-document
+            # (block-diagonal causal) mask itself; use_cache=False keeps it from being skipped.
+            out = self.lm.model(
+                input_ids=input_ids, position_ids=position_ids, attention_mask=None,
+                use_cache=False,
+            )
+            hidden = out.last_hidden_state
+            return chunked_cross_entropy(hidden, self.lm.lm_head.weight, targets, self.ce_chunk)
+
+    _WRAPPER = _CausalLMWithLoss
+    return _WRAPPER
+
+
+def count_parameters(model: Any) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
