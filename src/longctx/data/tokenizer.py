@@ -97,6 +97,22 @@ class Tokenizer:
         """Token ids without any special tokens."""
         return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
 
+    @property
+    def special_per_doc(self) -> int:
+        """Tokens the document policy adds to each document (BOS and/or EOS)."""
+        return int(self.add_bos and self.bos_id is not None) + int(
+            self.add_eos and self.eos_id is not None
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of whole documents with the BOS/EOS policy applied (= lengths of
+        ``encode_documents``), without building id arrays or offsets."""
+        if not texts:
+            return []
+        encode = getattr(self.backend, "encode_batch_fast", None) or self.backend.encode_batch
+        extra = self.special_per_doc
+        return [len(e.ids) + extra for e in encode(list(texts), add_special_tokens=False)]
+
     def encode_documents(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Token ids of whole documents with the BOS/EOS policy applied."""
         encs = self.backend.encode_batch(list(texts), add_special_tokens=False)

@@ -1,0 +1,369 @@
+"""Parallel per-file document length scan: tokens, bytes and characters of every document.
+
+One task per corpus file runs in a worker process and returns compact numpy columns
+(:class:`FileLengths`), never texts, so the parent's memory grows only by ~18 bytes per
+document. Results arrive in the sorted file order whatever the number of workers, so every
+number derived from a scan is identical with ``workers=1`` and ``workers=8``.
+
+Workers receive the tokenizer as its serialized Rust backend (a JSON string, see
+``Tokenizer.__reduce__``), not a transformers object: the parent resolves the spec once and
+each worker rebuilds the same tokenizer in milliseconds without importing transformers.
+
+Sampling (``sample_docs=N``): every document is read (reading is ~100x cheaper than
+tokenizing) and its bytes and characters are counted, but only documents whose stable hash
+``h(seed, file, line) < p`` are tokenized, with ``p = N / lines`` from a quick newline count
+(row count for parquet). The sample is Poisson (about N documents), depends only on the seed
+and document ids, and is the same for any worker count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longctx.data.readers import Fields, expand_inputs, iter_file
+from longctx.data.tokenizer import Tokenizer, load_tokenizer
+
+_BATCH_DOCS = 256
+_BATCH_CHARS = 2_000_000
+_HASH_SCALE = float(1 << 64)
+DEFAULT_FIELDS = Fields()
+
+
+@dataclass
+class FileLengths:
+    """Length columns of one file's documents (only the tokenized ones when sampling)."""
+
+    file: str
+    key: str  # stable id of the file inside the input set (relative path)
+    domains: list[str]  # local domain vocabulary; ``domain`` indexes it
+    domain: np.ndarray  # int16
+    index: np.ndarray  # int64, 1-based line/row of the document in its file
+    tokens: np.ndarray  # int64, with the tokenizer's BOS/EOS policy
+    bytes: np.ndarray  # int64, UTF-8 bytes of the text
+    chars: np.ndarray  # int64, unicode code points of the text
+    skipped: Counter = field(default_factory=Counter)
+    # Every valid document read, sampled or not: domain -> [docs, bytes, chars].
+    totals: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class LengthScan:
+    """A whole scan: concatenated columns with a global domain vocabulary (first-seen order)."""
+
+    files: list[str]
+    domains: list[str]
+    file_id: np.ndarray  # int32 index into files
+    domain: np.ndarray  # int16 index into domains
+    index: np.ndarray
+    tokens: np.ndarray
+    bytes: np.ndarray
+    chars: np.ndarray
+    skipped: Counter
+    totals: dict[str, dict[str, int]]  # domain -> {"docs","bytes","chars"} over all docs read
+    sampled: bool
+    sample_rate: float  # p; 1.0 when exact
+    tokenizer: dict[str, Any]
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def doc_hash(seed: int, key: str, index: int) -> float:
+    """A uniform number in [0, 1) fixed by the seed and the document's id."""
+    h = hashlib.blake2b(f"{seed}\0{key}\0{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") / _HASH_SCALE
+
+
+def file_keys(files: Sequence[Path]) -> list[str]:
+    """Ids for files that do not depend on how they were passed (relative to their common root)."""
+    resolved = [Path(f).resolve() for f in files]
+    if not resolved:
+        return []
+    if len(resolved) == 1:
+        return [resolved[0].name]
+    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    return [p.relative_to(root).as_posix() for p in resolved]
+
+
+def count_records(path: str | Path) -> int:
+    """Lines (jsonl) or rows (parquet) of a file, without parsing; for the sampling rate."""
+    from longctx.data.readers import PARQUET_SUFFIXES, _decompressed_chunks, _StreamError
+
+    path = Path(path)
+    if path.name.endswith(PARQUET_SUFFIXES):
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except Exception:  # noqa: BLE001 - unreadable files are counted when read
+            return 0
+    n = 0
+    last = b"\n"
+    try:
+        for chunk in _decompressed_chunks(path):
+            n += chunk.count(b"\n")
+            last = chunk[-1:]
+    except (_StreamError, OSError):
+        pass
+    return n + (last != b"\n")
+
+
+# ---- worker side -------------------------------------------------------------------------
+
+_WORKER_TOKENIZER: Tokenizer | None = None
+
+
+def _init_worker(tokenizer: Tokenizer) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def scan_file(
+    path: str,
+    key: str,
+    tokenizer: Tokenizer | None,
+    fields: Fields,
+    strict: bool = False,
+    sample_rate: float = 1.0,
+    seed: int = 0,
+) -> FileLengths:
+    """Lengths of one file's documents; tokenizes only sampled ones when ``sample_rate < 1``."""
+    tok = tokenizer if tokenizer is not None else _WORKER_TOKENIZER
+    assert tok is not None, "worker has no tokenizer"
+    skipped: Counter = Counter()
+    local: dict[str, int] = {}
+    totals: dict[str, list[int]] = {}
+    dom: list[int] = []
+    idx: list[int] = []
+    nbytes: list[int] = []
+    nchars: list[int] = []
+    tokens: list[int] = []
+    batch: list[str] = []
+    batch_chars = 0
+
+    def flush() -> None:
+        nonlocal batch_chars
+        if batch:
+            tokens.extend(tok.count_tokens(batch))
+            batch.clear()
+            batch_chars = 0
+
+    for doc in iter_file(path, fields, skipped, strict):
+        d = local.setdefault(doc.domain, len(local))
+        b = len(doc.text.encode("utf-8"))
+        c = len(doc.text)
+        t = totals.setdefault(doc.domain, [0, 0, 0])
+        t[0] += 1
+        t[1] += b
+        t[2] += c
+        if sample_rate < 1.0 and doc_hash(seed, key, doc.index) >= sample_rate:
+            continue
+        dom.append(d)
+        idx.append(doc.index)
+        nbytes.append(b)
+        nchars.append(c)
+        batch.append(doc.text)
+        batch_chars += c
+        if len(batch) >= _BATCH_DOCS or batch_chars >= _BATCH_CHARS:
+            flush()
+    flush()
+    return FileLengths(
+        file=path,
+        key=key,
+        domains=list(local),
+        domain=np.asarray(dom, dtype=np.int16),
+        index=np.asarray(idx, dtype=np.int64),
+        tokens=np.asarray(tokens, dtype=np.int64),
+        bytes=np.asarray(nbytes, dtype=np.int64),
+        chars=np.asarray(nchars, dtype=np.int64),
+        skipped=skipped,
+        totals=totals,
+    )
+
+
+# ---- parent side -------------------------------------------------------------------------
+
+
+def _resolve_tokenizer(spec: Any) -> Tokenizer:
+    return spec if isinstance(spec, Tokenizer) else load_tokenizer(spec)
+
+
+def _mp_context() -> Any:
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def iter_scan(
+    files: Sequence[str | Path],
+    tokenizer_spec: Any = None,
+    fields: Fields = DEFAULT_FIELDS,
+    workers: int = 1,
+    sample_rate: float = 1.0,
+    seed: int = 0,
+    strict: bool = False,
+    progress: bool = True,
+) -> Iterator[FileLengths]:
+    """Scan files (already expanded) and yield one :class:`FileLengths` per file, in order.
+
+    At most ``2 * workers`` files are in flight, so memory does not grow with the corpus.
+    """
+    paths = [Path(f) for f in files]
+    keys = file_keys(paths)
+    tok = _resolve_tokenizer(tokenizer_spec)
+    bar = _Progress(len(paths), enabled=progress)
+    try:
+        if workers <= 1:
+            for p, k in zip(paths, keys, strict=True):
+                res = scan_file(str(p), k, tok, fields, strict, sample_rate, seed)
+                bar.advance(res)
+                yield res
+            return
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=_mp_context(),
+            initializer=_init_worker,
+            initargs=(tok,),
+        ) as pool:
+            pending: list[Future] = []
+            todo = iter(zip(paths, keys, strict=True))
+            for p, k in todo:
+                pending.append(
+                    pool.submit(scan_file, str(p), k, None, fields, strict, sample_rate, seed)
+                )
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                res = pending.pop(0).result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    p, k = nxt
+                    pending.append(
+                        pool.submit(scan_file, str(p), k, None, fields, strict, sample_rate, seed)
+                    )
+                bar.advance(res)
+                yield res
+    finally:
+        bar.close()
+
+
+def scan_lengths(
+    files: Sequence[str | Path],
+    tokenizer_spec: Any = None,
+    fields: Fields = DEFAULT_FIELDS,
+    workers: int = 1,
+    sample_docs: int | None = None,
+    seed: int = 0,
+    strict: bool = False,
+    progress: bool = True,
+) -> LengthScan:
+    """Scan inputs (files, folders or globs) and return every document's lengths.
+
+    ``sample_docs=None`` tokenizes every document (exact). ``sample_docs=N`` tokenizes about N
+    documents chosen by a seeded hash of their ids; bytes/chars/doc counts stay exact.
+    """
+    paths = expand_inputs(list(files))
+    tok = _resolve_tokenizer(tokenizer_spec)
+    rate = 1.0
+    if sample_docs is not None:
+        if sample_docs <= 0:
+            raise ValueError(f"sample_docs must be positive, got {sample_docs}")
+        lines = sum(count_records(p) for p in paths)
+        rate = min(1.0, sample_docs / lines) if lines else 1.0
+    vocab: dict[str, int] = {}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "dom", "idx", "tok", "b", "c")}
+    skipped: Counter = Counter()
+    totals: dict[str, dict[str, int]] = {}
+    for fid, res in enumerate(
+        iter_scan(paths, tok, fields, workers, rate, seed, strict, progress)
+    ):
+        remap = np.asarray([vocab.setdefault(d, len(vocab)) for d in res.domains], dtype=np.int16)
+        for d, (n, b, c) in res.totals.items():
+            vocab.setdefault(d, len(vocab))
+            t = totals.setdefault(d, {"docs": 0, "bytes": 0, "chars": 0})
+            t["docs"] += n
+            t["bytes"] += b
+            t["chars"] += c
+        n = res.tokens.shape[0]
+        parts["file"].append(np.full(n, fid, dtype=np.int32))
+        parts["dom"].append(remap[res.domain] if n else res.domain)
+        parts["idx"].append(res.index)
+        parts["tok"].append(res.tokens)
+        parts["b"].append(res.bytes)
+        parts["c"].append(res.chars)
+        skipped.update(res.skipped)
+
+    def cat(k: str, dtype: Any) -> np.ndarray:
+        return np.concatenate(parts[k]).astype(dtype, copy=False) if parts[k] else np.zeros(0, dtype)
+
+    return LengthScan(
+        files=[str(p) for p in paths],
+        domains=list(vocab),
+        file_id=cat("file", np.int32),
+        domain=cat("dom", np.int16),
+        index=cat("idx", np.int64),
+        tokens=cat("tok", np.int64),
+        bytes=cat("b", np.int64),
+        chars=cat("c", np.int64),
+        skipped=skipped,
+        totals={d: totals[d] for d in vocab if d in totals},
+        sampled=rate < 1.0,
+        sample_rate=rate,
+        tokenizer=tok.describe(),
+    )
+
+
+class _Progress:
+    """A rich progress bar over files (docs and tokens in the label); silent off a terminal."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        self.docs = self.tokens = 0
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return
+        self.bar = Progress(
+            TextColumn("scan lengths"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task("", total=total)
+
+    def advance(self, res: FileLengths) -> None:
+        self.docs += int(res.tokens.shape[0])
+        self.tokens += int(res.tokens.sum())
+        if self.bar is not None:
+            self.bar.update(
+                self.task, advance=1, description=f"{self.docs:,} docs {self.tokens:,} tokens"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

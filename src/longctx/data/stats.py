@@ -1,0 +1,287 @@
+"""Per-domain length statistics of a corpus (``longctx data stats``) and their plot.
+
+For every domain: documents, tokens, token share, length percentiles, the share of tokens
+that sit in documents of at least ``long_threshold`` tokens (what per-source upsampling
+raises; paper §3, Fig. 2) and characters per token. Exact by default. With
+``sample_docs`` only a seeded sample of documents is tokenized: document, byte and character
+counts stay exact, token totals are ratio estimates (domain characters × the sample's tokens
+per character), and percentiles and long-token fractions come from the sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longctx.config import ConfigError
+from longctx.data.lengths import LengthScan, file_keys, scan_lengths
+from longctx.data.readers import Fields, expand_inputs
+
+STAGE = "data.stats"
+PERCENTILES = (10, 25, 50, 75, 90, 99)
+# Edges of the length bins of the "token share by document length" panel (tokens).
+LENGTH_BIN_EDGES = (0, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+
+
+@dataclass
+class StatsConfig:
+    """``longctx data stats`` settings (flags, YAML keys and ``--set`` names are the same)."""
+
+    inputs: list[str] = field(default_factory=list)
+    out: str = ""
+    tokenizer: str | None = None
+    sample_docs: int | None = None
+    long_threshold: int = 4096
+    workers: int = 1
+    text_field: str = "text"
+    domain_field: str = "meta.redpajama_set_name"
+    seed: int = 0
+    strict: bool = False
+    add_bos: bool = True
+    add_eos: bool = False
+    plot: bool = True
+
+    def validate(self) -> None:
+        if not self.inputs:
+            raise ConfigError("data stats: give at least one INPUT (file, folder or glob)")
+        if not self.out:
+            raise ConfigError("data stats: --out is required")
+        if self.long_threshold <= 0:
+            raise ConfigError(f"long_threshold must be positive, got {self.long_threshold}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.sample_docs is not None and self.sample_docs <= 0:
+            raise ConfigError(f"sample_docs must be positive, got {self.sample_docs}")
+
+
+def length_percentiles(lengths: np.ndarray) -> dict[str, float]:
+    """p10…p99 (numpy's linear interpolation) and max of document lengths in tokens."""
+    if lengths.size == 0:
+        return {**{f"p{q}": 0.0 for q in PERCENTILES}, "max": 0}
+    values = np.percentile(lengths, PERCENTILES)
+    out: dict[str, Any] = {f"p{q}": float(v) for q, v in zip(PERCENTILES, values, strict=True)}
+    out["max"] = int(lengths.max())
+    return out
+
+
+def long_token_fraction(lengths: np.ndarray, threshold: int) -> float:
+    """Share of all tokens that belong to documents of at least ``threshold`` tokens."""
+    total = int(lengths.sum())
+    return float(lengths[lengths >= threshold].sum() / total) if total else 0.0
+
+
+def length_bin_shares(lengths: np.ndarray, edges: tuple[int, ...] = LENGTH_BIN_EDGES) -> list[float]:
+    """Share of tokens in documents whose length falls in each bin [edge_i, edge_i+1)."""
+    total = lengths.sum()
+    if not total:
+        return [0.0] * len(edges)
+    bins = np.searchsorted(np.asarray(edges[1:]), lengths, side="right")
+    sums = np.bincount(bins, weights=lengths, minlength=len(edges))
+    return [float(x) for x in sums / total]
+
+
+def _domain_stats(
+    lengths: np.ndarray, chars: np.ndarray, totals: dict[str, int], threshold: int, sampled: bool
+) -> dict[str, Any]:
+    sample_tokens = int(lengths.sum())
+    sample_chars = int(chars.sum())
+    if not sampled:
+        tokens = sample_tokens
+    elif sample_chars:
+        tokens = int(round(totals["chars"] * sample_tokens / sample_chars))
+    else:
+        tokens = 0  # filled in from the corpus-wide ratio by the caller
+    d: dict[str, Any] = {
+        "docs": int(totals["docs"]),
+        "tokens": tokens,
+        "token_share": 0.0,
+        "long_token_fraction": long_token_fraction(lengths, threshold),
+        "long_docs": int((lengths >= threshold).sum()) if not sampled else None,
+        "chars_per_token": sample_chars / sample_tokens if sample_tokens else 0.0,
+        "length_percentiles": length_percentiles(lengths),
+        "mean_tokens": float(lengths.mean()) if lengths.size else 0.0,
+        "bytes": int(totals["bytes"]),
+        "chars": int(totals["chars"]),
+        "length_bins": length_bin_shares(lengths),
+    }
+    if sampled:
+        d["sampled_docs"] = int(lengths.size)
+        d["tokens_estimated"] = True
+        del d["long_docs"]
+    return d
+
+
+def compute_stats(scan: LengthScan, long_threshold: int = 4096) -> dict[str, Any]:
+    """The ``stats.json`` content of a scan (pure: no I/O)."""
+    sampled = scan.sampled
+    domains: dict[str, dict[str, Any]] = {}
+    for i, name in enumerate(scan.domains):
+        m = scan.domain == i
+        totals = scan.totals.get(name, {"docs": 0, "bytes": 0, "chars": 0})
+        domains[name] = _domain_stats(
+            scan.tokens[m], scan.chars[m], totals, long_threshold, sampled
+        )
+    if sampled:
+        # A domain too small to be hit by the sample: estimate from the corpus-wide ratio.
+        all_chars, all_tokens = int(scan.chars.sum()), int(scan.tokens.sum())
+        for d in domains.values():
+            if d["sampled_docs"] == 0 and all_tokens:
+                d["tokens"] = int(round(d["chars"] * all_tokens / all_chars))
+                d["chars_per_token"] = all_chars / all_tokens
+                mean = d["tokens"] / d["docs"] if d["docs"] else 0.0
+                d["length_percentiles"] = {
+                    **{f"p{q}": mean for q in PERCENTILES},
+                    "max": int(round(mean)),
+                }
+                d["mean_tokens"] = mean
+                d["estimated_from"] = "corpus chars_per_token (no sampled document)"
+    total = sum(d["tokens"] for d in domains.values())
+    for d in domains.values():
+        d["token_share"] = d["tokens"] / total if total else 0.0
+    order = sorted(domains, key=lambda n: (-domains[n]["tokens"], n))
+    overall = _domain_stats(
+        scan.tokens,
+        scan.chars,
+        {
+            "docs": sum(t["docs"] for t in scan.totals.values()),
+            "bytes": sum(t["bytes"] for t in scan.totals.values()),
+            "chars": sum(t["chars"] for t in scan.totals.values()),
+        },
+        long_threshold,
+        sampled,
+    )
+    overall["tokens"] = total
+    overall["token_share"] = 1.0 if total else 0.0
+    return {
+        "stage": STAGE,
+        "long_threshold": int(long_threshold),
+        "sampled": bool(sampled),
+        "sample_rate": scan.sample_rate,
+        "total_tokens": int(total),
+        "total_docs": int(overall["docs"]),
+        "domains": {n: domains[n] for n in order},
+        "overall": overall,
+        "length_bin_edges": list(LENGTH_BIN_EDGES),
+        "skipped": dict(sorted(scan.skipped.items())),
+        "tokenizer": scan.tokenizer,
+    }
+
+
+def plot_stats(stats: dict[str, Any], path: str | Path, dpi: int = 100) -> Path:
+    """The paper's Fig. 2 view as a PNG (1300×460 px at dpi 100): domain token shares, and
+    per domain the token share by document length with the long-token fraction marked."""
+    from matplotlib.figure import Figure
+
+    domains = stats["domains"]
+    names = list(domains)[::-1]  # largest on top
+    thr = stats["long_threshold"]
+    fig = Figure(figsize=(13, 4.6), dpi=dpi)
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    shares = [domains[n]["token_share"] for n in names]
+    ax1.barh(names, shares, color="#4c72b0")
+    for y, s in enumerate(shares):
+        ax1.text(s, y, f" {s:.1%}", va="center", fontsize=8)
+    ax1.set_xlabel("share of corpus tokens")
+    ax1.set_xlim(0, max(shares + [0.01]) * 1.25)
+    ax1.set_title("domain token shares")
+
+    edges = stats.get("length_bin_edges", list(LENGTH_BIN_EDGES))
+    labels = [_short(e) + ("+" if i == len(edges) - 1 else f"–{_short(edges[i + 1])}")
+              for i, e in enumerate(edges)]
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    left = np.zeros(len(names))
+    for b in range(len(edges)):
+        vals = np.asarray([domains[n]["length_bins"][b] for n in names])
+        ax2.barh(names, vals, left=left, color=cmap(b / max(1, len(edges) - 1)), label=labels[b])
+        left += vals
+    for y, n in enumerate(names):
+        ax2.plot([1 - domains[n]["long_token_fraction"]] * 2, [y - 0.4, y + 0.4], color="red", lw=2)
+        ax2.text(1.01, y, f"{domains[n]['long_token_fraction']:.0%}", va="center", fontsize=8)
+    ax2.set_xlim(0, 1.1)
+    ax2.set_xlabel(f"share of domain tokens by document length (red: docs ≥ {thr:,} tokens, "
+                   "right of line)")
+    ax2.set_yticks(range(len(names)), [""] * len(names))
+    ax2.set_title("token share by document length")
+    ax2.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.08, 0.5), title="tokens")
+    sampled = " (sampled)" if stats.get("sampled") else ""
+    fig.suptitle(f"{stats['total_tokens']:,} tokens, {len(domains)} domains{sampled}")
+    fig.subplots_adjust(left=0.13, right=0.86, bottom=0.14, top=0.85, wspace=0.08)
+    path = Path(path)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
+
+
+def _short(n: int) -> str:
+    return f"{n // 1024}K" if n >= 1024 else str(n)
+
+
+def run_stats(cfg: StatsConfig, progress: bool = True) -> dict[str, Any]:
+    """Scan, compute and write ``stats.json`` + ``stats.png`` + ``manifest.json`` into cfg.out.
+
+    Skipped when the folder already holds a finished run of the same config and inputs.
+    """
+    from longctx.config import to_dict
+    from longctx.data.tokenizer import load_tokenizer
+    from longctx.stage import (
+        Timer,
+        config_hash,
+        is_done,
+        read_manifest,
+        sha256_file,
+        write_json_atomic,
+        write_manifest,
+    )
+
+    out = Path(cfg.out)
+    files = expand_inputs(cfg.inputs)
+    tok = load_tokenizer(cfg.tokenizer, add_bos=cfg.add_bos, add_eos=cfg.add_eos)
+    config = to_dict(cfg)
+    identity = {
+        "config": {k: v for k, v in config.items() if k not in ("out", "workers", "plot")},
+        "files": [[k, f.stat().st_size] for k, f in zip(file_keys(files), files, strict=True)],
+        "tokenizer": tok.fingerprint,
+    }
+    chash = config_hash(identity)
+    if is_done(out, chash) and (out / "stats.json").is_file():
+        return read_manifest(out) or {}
+    out.mkdir(parents=True, exist_ok=True)
+    with Timer() as timer:
+        scan = scan_lengths(
+            files,
+            tok,
+            Fields(text=cfg.text_field, domain=cfg.domain_field),
+            workers=cfg.workers,
+            sample_docs=cfg.sample_docs,
+            seed=cfg.seed,
+            strict=cfg.strict,
+            progress=progress,
+        )
+        stats = compute_stats(scan, cfg.long_threshold)
+        stats["sample_docs"] = cfg.sample_docs
+        stats["tokenized_docs"] = scan.num_docs
+        stats["files"] = len(files)
+        stats["fields"] = {"text": cfg.text_field, "domain": cfg.domain_field}
+        stats["seed"] = cfg.seed
+        write_json_atomic(out / "stats.json", stats)
+        outputs = {"stats.json": sha256_file(out / "stats.json")}
+        if cfg.plot and stats["domains"]:
+            plot_stats(stats, out / "stats.png")
+            outputs["stats.png"] = sha256_file(out / "stats.png")
+    manifest = {
+        **stats,
+        "status": "done",
+        "config": config,
+        "config_hash": chash,
+        "inputs": [str(f) for f in files],
+        "outputs": outputs,
+        "seconds": round(timer.wall, 3),
+        "cpu_seconds": round(timer.cpu, 3),
+        "tokenized_tokens": int(scan.tokens.sum()),
+    }
+    write_manifest(out, manifest)
+    return manifest
