@@ -39,7 +39,11 @@ def pick_dtype(dtype: str, device: Any) -> Any:
 
 
 def load_eval_model(
-    model: str, *, rope_theta: float | None, max_length: int, dtype: str = "auto",
+    model: str,
+    *,
+    rope_theta: float | None,
+    max_length: int,
+    dtype: str = "auto",
     device: str = "auto",
 ) -> tuple[Any, Any]:
     """(model in eval mode on its device, model folder) with the RoPE base override applied."""

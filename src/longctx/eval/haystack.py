@@ -38,8 +38,12 @@ class Haystack:
         return sha256_text(self.text)
 
     def describe(self) -> dict[str, object]:
-        return {"source": self.source, "files": len(self.files), "chars": len(self.text),
-                "sha256": self.sha256}
+        return {
+            "source": self.source,
+            "files": len(self.files),
+            "chars": len(self.text),
+            "sha256": self.sha256,
+        }
 
 
 def default_haystack() -> Haystack:

@@ -57,14 +57,48 @@ RULER_TEMPLATE = (
 # RULER draws keys from wonderwords' adjective x noun lists (not a dependency here); we draw
 # from this small fixed list the same "adjective-noun" way, seeded per cell.
 _ADJECTIVES = (
-    "abundant", "brave", "calm", "curious", "eager", "fancy", "gentle", "hollow", "jolly",
-    "lively", "mellow", "nimble", "odd", "proud", "quiet", "rapid", "shiny", "tidy", "vast",
+    "abundant",
+    "brave",
+    "calm",
+    "curious",
+    "eager",
+    "fancy",
+    "gentle",
+    "hollow",
+    "jolly",
+    "lively",
+    "mellow",
+    "nimble",
+    "odd",
+    "proud",
+    "quiet",
+    "rapid",
+    "shiny",
+    "tidy",
+    "vast",
     "witty",
 )
 _NOUNS = (
-    "anchor", "badger", "canyon", "dolphin", "ferry", "garden", "harbor", "island", "jacket",
-    "kettle", "lantern", "meadow", "orchard", "pepper", "quarry", "ribbon", "saddle", "tunnel",
-    "violin", "walrus",
+    "anchor",
+    "badger",
+    "canyon",
+    "dolphin",
+    "ferry",
+    "garden",
+    "harbor",
+    "island",
+    "jacket",
+    "kettle",
+    "lantern",
+    "meadow",
+    "orchard",
+    "pepper",
+    "quarry",
+    "ribbon",
+    "saddle",
+    "tunnel",
+    "violin",
+    "walrus",
 )
 
 PAPER_LENGTHS = [int(x) for x in np.round(np.linspace(1000, 128000, 40)).astype(int)]
@@ -267,10 +301,16 @@ def _read_done(path: Path, chash: str) -> dict[str, dict[str, Any]]:
 def _cell_settings(cfg: NeedleConfig, hay: Haystack) -> dict[str, Any]:
     """Everything a cell's result depends on (not the plot-only fields)."""
     return {
-        "model": cfg.model, "needle": cfg.needle, "haystack_sha256": hay.sha256,
-        "rope_theta": cfg.rope_theta, "max_new_tokens": cfg.max_new_tokens,
-        "stop_at_newline": cfg.stop_at_newline, "dtype": cfg.dtype, "seed": cfg.seed,
-        "template": template_text(cfg.needle), "scorer": scorers.SCORER_VERSION,
+        "model": cfg.model,
+        "needle": cfg.needle,
+        "haystack_sha256": hay.sha256,
+        "rope_theta": cfg.rope_theta,
+        "max_new_tokens": cfg.max_new_tokens,
+        "stop_at_newline": cfg.stop_at_newline,
+        "dtype": cfg.dtype,
+        "seed": cfg.seed,
+        "template": template_text(cfg.needle),
+        "scorer": scorers.SCORER_VERSION,
     }
 
 
@@ -284,8 +324,11 @@ def run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     raw = load_haystack(cfg.haystack or None)
-    hay = Haystack(collapse_whitespace(raw.text), raw.source, raw.files) if cfg.needle == "ruler" \
+    hay = (
+        Haystack(collapse_whitespace(raw.text), raw.source, raw.files)
+        if cfg.needle == "ruler"
         else raw
+    )
     chash = config_hash(_cell_settings(cfg, hay))
     cells_path = out / "cells.jsonl"
     done = _read_done(cells_path, chash)
@@ -294,9 +337,13 @@ def run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None 
 
     model = folder = builder = tok = None
     if todo:
-        model, folder = load_eval_model(cfg.model, rope_theta=cfg.rope_theta,
-                                        max_length=max(cfg.lengths), dtype=cfg.dtype,
-                                        device=cfg.device)
+        model, folder = load_eval_model(
+            cfg.model,
+            rope_theta=cfg.rope_theta,
+            max_length=max(cfg.lengths),
+            dtype=cfg.dtype,
+            device=cfg.device,
+        )
         tok = load_tokenizer(folder)
         builder = CellBuilder(tok, hay.text, max(cfg.lengths))
     else:
@@ -332,15 +379,16 @@ def run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None 
         "needle": cfg.needle,
         "headline": head,
         "average": average,
-        "averages": {k: float(np.mean([c["scores"][k] for c in cells]))
-                     for k in cells[0]["scores"]},
+        "averages": {
+            k: float(np.mean([c["scores"][k] for c in cells])) for k in cells[0]["scores"]
+        },
         "trained_length": cfg.trained_length,
         "lengths": list(cfg.lengths),
         "depths": list(cfg.depths),
         "cells": cells,
         "provenance": {
-            "haystack": raw.describe() | {"sha256_used": hay.sha256,
-                                          "whitespace_collapsed": cfg.needle == "ruler"},
+            "haystack": raw.describe()
+            | {"sha256_used": hay.sha256, "whitespace_collapsed": cfg.needle == "ruler"},
             "needle_template": needle_template(cfg.needle),
             "needle_sha256": sha256_text(needle_template(cfg.needle)),
             "prompt_template": template_text(cfg.needle),
@@ -350,36 +398,52 @@ def run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None 
             "tokenizer": tok.describe(),
             "model_dir": str(folder),
             "rope_theta": cfg.rope_theta,
-            "decoding": {"greedy": True, "max_new_tokens": cfg.max_new_tokens,
-                         "stop_at_newline": cfg.stop_at_newline},
+            "decoding": {
+                "greedy": True,
+                "max_new_tokens": cfg.max_new_tokens,
+                "stop_at_newline": cfg.stop_at_newline,
+            },
             "haystack_tokens": builder.source_tokens if builder else None,
         },
     }
     write_json_atomic(out / "needle.json", result)
     plot_needle_heatmap(result, out / "needle.png")
-    write_manifest(out, {
-        "stage": "eval.needle",
-        "status": "done",
-        "config": to_dict(cfg),
-        "config_hash": config_hash(to_dict(cfg)),
-        "cell_hash": chash,
-        "counts": {"cells": len(cells), "computed_now": len(todo), "reused": len(grid) - len(todo)},
-        "average": average,
-        "checksums": {"needle.json": sha256_file(out / "needle.json"),
-                      "needle.png": sha256_file(out / "needle.png")},
-        "seconds": time.perf_counter() - t0,
-    })
+    write_manifest(
+        out,
+        {
+            "stage": "eval.needle",
+            "status": "done",
+            "config": to_dict(cfg),
+            "config_hash": config_hash(to_dict(cfg)),
+            "cell_hash": chash,
+            "counts": {
+                "cells": len(cells),
+                "computed_now": len(todo),
+                "reused": len(grid) - len(todo),
+            },
+            "average": average,
+            "checksums": {
+                "needle.json": sha256_file(out / "needle.json"),
+                "needle.png": sha256_file(out / "needle.png"),
+            },
+            "seconds": time.perf_counter() - t0,
+        },
+    )
     return result
 
 
-def _run_cell(cfg: NeedleConfig, model: Any, tok: Any, builder: CellBuilder, length: int,
-              depth: int) -> dict[str, Any]:
+def _run_cell(
+    cfg: NeedleConfig, model: Any, tok: Any, builder: CellBuilder, length: int, depth: int
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     inst = make_instance(cfg.needle, cfg.seed, length, depth)
     cell = builder.build(length, depth, inst)
     stop_ids = [i for i in (tok.eos_id,) if i is not None]
     new = greedy_generate(
-        model, cell.ids, max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids,
+        model,
+        cell.ids,
+        max_new_tokens=cfg.max_new_tokens,
+        stop_ids=stop_ids,
         decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
         stop_text=first_line_done if cfg.stop_at_newline else None,
         prefill_chunk=cfg.prefill_chunk,
@@ -388,8 +452,9 @@ def _run_cell(cfg: NeedleConfig, model: Any, tok: Any, builder: CellBuilder, len
     return {
         "length": length,
         "depth": depth,
-        "scores": scorers.needle_scores(response, inst.refs, inst.recall_expected,
-                                        inst.needle_text),
+        "scores": scorers.needle_scores(
+            response, inst.refs, inst.recall_expected, inst.needle_text
+        ),
         "response": response,
         "answers": list(inst.refs),
         "seconds": time.perf_counter() - t0,

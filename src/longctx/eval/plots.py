@@ -21,8 +21,10 @@ def _pyplot() -> Any:
 
 
 def _fmt_len(n: int) -> str:
-    return f"{n / 1000:.0f}K" if n >= 1000 and n % 1000 == 0 else (
-        f"{n / 1024:.0f}K" if n % 1024 == 0 else f"{n / 1000:.1f}K" if n >= 1000 else str(n)
+    return (
+        f"{n / 1000:.0f}K"
+        if n >= 1000 and n % 1000 == 0
+        else (f"{n / 1024:.0f}K" if n % 1024 == 0 else f"{n / 1000:.1f}K" if n >= 1000 else str(n))
     )
 
 
@@ -64,8 +66,9 @@ def plot_needle_heatmap(result: dict[str, Any], path: str | Path) -> Path:
     ax.grid(which="minor", color="white", linewidth=0.6)
     ax.tick_params(which="minor", length=0)
     if trained:
-        ax.axvline(trained_line_x(lengths, int(trained)), color="white", linestyle="--",
-                   linewidth=2.0)
+        ax.axvline(
+            trained_line_x(lengths, int(trained)), color="white", linestyle="--", linewidth=2.0
+        )
     fig.colorbar(im, ax=ax, label=result.get("headline", "score"))
     ax.set_title(
         f"{Path(str(result.get('model', ''))).name} · {result.get('needle')} needle · "

@@ -75,7 +75,9 @@ def string_match_part(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> fl
 
 def _check_lengths(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> None:
     if len(preds) != len(refs) or not preds:
-        raise ValueError(f"need as many predictions as references (>0): {len(preds)} vs {len(refs)}")
+        raise ValueError(
+            f"need as many predictions as references (>0): {len(preds)} vs {len(refs)}"
+        )
 
 
 # ------------------------------------------------------------------------------ the paper
