@@ -10,6 +10,7 @@ parquet), never whole.
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import zlib
@@ -54,6 +55,7 @@ SKIP_REASONS = (
 # Files a stage writes next to its outputs; a folder given as corpus input never reads them.
 _STAGE_FILES = frozenset({"manifest.json", "stats.json", "needle.json", "loss.json"})
 _CHUNK = 1 << 20
+_ZSTD_INPUT = 1 << 16
 
 
 class DataError(LongctxError):
@@ -72,12 +74,28 @@ class Document:
         return f"{self.file}:{self.index}"
 
 
+DOMAIN_FROM_DIR = "@dir"
+DOMAIN_FROM_FILE = "@file"
+
+
 @dataclass(frozen=True)
 class Fields:
-    """Where text and domain live in a record (dotted paths into nested objects)."""
+    """Where text and domain live in a record (dotted paths into nested objects).
+
+    ``domain`` may also be ``@dir`` (the name of the file's folder, e.g. RedPajama-1T's
+    ``arxiv/``, ``book/`` ...) or ``@file`` (the file name without its suffixes), for corpora
+    whose records do not name their source.
+    """
 
     text: str = "text"
     domain: str = "meta.redpajama_set_name"
+
+
+def _domain_from_path(file: str, how: str) -> str:
+    p = Path(file)
+    if how == DOMAIN_FROM_DIR:
+        return p.parent.name or "."
+    return p.name.split(".")[0]
 
 
 def _has_supported_suffix(name: str) -> bool:
@@ -169,40 +187,61 @@ def _decompressed_chunks(path: Path) -> Iterator[bytes]:
     name = path.name
     with open(path, "rb") as f:
         if name.endswith(".gz"):
-            make = lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)  # noqa: E731
-            errors: tuple[type[BaseException], ...] = (zlib.error,)
+            yield from _gunzip_chunks(f)
         elif name.endswith(".zst"):
-            import zstandard
-
-            dctx = zstandard.ZstdDecompressor()
-            make = dctx.decompressobj
-            errors = (zstandard.ZstdError,)
+            yield from _unzstd_chunks(f)
         else:
             while block := f.read(_CHUNK):
                 yield block
-            return
-        dec = make()
-        started = False  # a member/frame is open and has not reached its end marker
-        while True:
-            block = f.read(_CHUNK)
-            if not block:
-                break
-            while block:
-                started = True
-                try:
-                    out = dec.decompress(block)
-                except errors as e:
-                    raise _StreamError(CORRUPT_FILE, f"{type(e).__name__}: {e}") from None
-                if out:
-                    yield out
-                if dec.eof:
-                    block = dec.unused_data
-                    dec = make()
-                    started = False
-                else:
-                    block = b""
-        if started and not dec.eof:
-            raise _StreamError(TRUNCATED_FILE, "compressed stream ends before its end marker")
+
+
+def _gunzip_chunks(f: io.BufferedReader) -> Iterator[bytes]:
+    dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    started = False  # a member is open and has not reached its end marker
+    while block := f.read(_CHUNK):
+        while block:
+            started = True
+            try:
+                out = dec.decompress(block, _CHUNK)  # bounded output: memory stays flat
+            except zlib.error as e:
+                raise _StreamError(CORRUPT_FILE, f"zlib.error: {e}") from None
+            if out:
+                yield out
+            if dec.eof:
+                block = dec.unused_data
+                dec = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                started = False
+            else:
+                block = dec.unconsumed_tail
+    if started and not dec.eof:
+        raise _StreamError(TRUNCATED_FILE, "gzip stream ends before its end marker")
+
+
+def _unzstd_chunks(f: io.BufferedReader) -> Iterator[bytes]:
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    dec = dctx.decompressobj()
+    started = False  # a frame is open and has not reached its end marker
+    # zstandard's decompressobj has no output limit, so feed it small pieces: the output of
+    # one piece is bounded by the piece times the compression ratio (~4x for text).
+    while block := f.read(_ZSTD_INPUT):
+        while block:
+            started = True
+            try:
+                out = dec.decompress(block)
+            except zstandard.ZstdError as e:
+                raise _StreamError(CORRUPT_FILE, f"ZstdError: {e}") from None
+            if out:
+                yield out
+            if dec.eof:
+                block = dec.unused_data
+                dec = dctx.decompressobj()
+                started = False
+            else:
+                block = b""
+    if started and not dec.eof:
+        raise _StreamError(TRUNCATED_FILE, "zstd stream ends before its end marker")
 
 
 def _iter_lines(path: Path) -> Iterator[bytes]:
@@ -234,6 +273,9 @@ def _record_to_document(record: object, fields: Fields, file: str, index: int) -
         return NON_STRING_TEXT
     if not text.strip():
         return EMPTY_TEXT
+    if fields.domain in (DOMAIN_FROM_DIR, DOMAIN_FROM_FILE):
+        return Document(text=text, domain=_domain_from_path(file, fields.domain), file=file,
+                        index=index)
     ok, domain = _get_dotted(record, fields.domain)
     if not ok or domain is None or (isinstance(domain, str) and not domain.strip()):
         return MISSING_DOMAIN
