@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ from longctx.train.distributed import Dist, barrier, broadcast_object
 
 class CheckpointError(LongctxError):
     pass
+
+
+# one process without a process group is a supported DCP mode, not something to warn about
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
 
 
 def checkpoint_root(out: str | Path) -> Path:

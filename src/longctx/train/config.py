@@ -203,7 +203,6 @@ class TrainConfig:
         """Refuse a model whose tokenizer differs from the one the data was packed with."""
         from longctx.data.tokenizer import load_tokenizer
         from longctx.pack.shards import check_tokenizer_match
-
         from longctx.train.model import tokenizer_dir_for
 
         tok_dir = tokenizer_dir_for(self.model, self.data_manifest)

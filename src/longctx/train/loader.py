@@ -104,7 +104,7 @@ class GlobalSampler:
         """All R global row ids of optimizer step ``step`` (0-based)."""
         pos = np.arange(step * self.rows_per_step, (step + 1) * self.rows_per_step)
         epochs, within = np.divmod(pos, self.num_rows)
-        return np.array([self.permutation(int(e))[w] for e, w in zip(epochs, within)])
+        return np.array([self.permutation(int(e))[w] for e, w in zip(epochs, within, strict=False)])
 
     def rank_rows(self, step: int, rank: int, world: int) -> np.ndarray:
         """This rank's share of step ``step``: every ``world``-th row."""

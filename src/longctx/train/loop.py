@@ -38,6 +38,15 @@ class TrainError(LongctxError):
     pass
 
 
+def enable_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing per decoder layer (API renamed in transformers 5.2x)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
     """Linear warmup, then constant (the paper's) or cosine down to ``min_lr_ratio * lr``."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
@@ -146,7 +155,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # 3. memory features, sharding, optimizer -------------------------------------------
     if cfg.checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     wrapper = CausalLMWithLoss(model, cfg.ce_chunk)
     if sharded:
         distrib.shard(wrapper, list(model.model.layers), bf16=bf16,
@@ -322,7 +331,9 @@ def _tensorboard(out: Path, cfg: TrainConfig) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:
-        raise TrainError(f"config key 'tensorboard': true needs the tensorboard package ({e})")
+        raise TrainError(
+            f"config key 'tensorboard': true needs the tensorboard package ({e})"
+        ) from None
     return SummaryWriter(str(out / "tensorboard"))
 
 

@@ -171,7 +171,7 @@ def closed_form_inv_freq(
         hi_f = float(params["high_freq_factor"])
         wavelen = 2 * math.pi / inv
         out = np.empty_like(inv)
-        for i, (w, x) in enumerate(zip(wavelen, inv)):
+        for i, (w, x) in enumerate(zip(wavelen, inv, strict=False)):
             if w < l0 / hi_f:
                 out[i] = x
             elif w > l0 / lo_f:
