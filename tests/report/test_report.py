@@ -193,3 +193,14 @@ def test_report_cli(tmp_path: Path, run_dir: Path, capsys) -> None:
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: run directory not found") and "\n" not in err
+
+
+def test_needle_before_after_comparison(tmp_path: Path, run_dir: Path) -> None:
+    p = parse(_render(tmp_path, run_dir))
+    (t,) = [t for t in p.tables if t.texts() and t.texts()[0][:4] == ["run", "model", "average",
+                                                                       "vs first"]]
+    header, before, after = t.texts()
+    assert header[4:] == ["@1,024", "@2,048"]
+    assert before == ["needle-before", "smollm2-135m", "0.667", "baseline", "0.667", "0.667"]
+    # after: every cell 1.0 -> +1/3 against the first needle run
+    assert after == ["needle-after", "smollm2-135m-trained", "1.000", "+0.333", "1.000", "1.000"]

@@ -255,6 +255,18 @@ def _needle_title(run: RunOutputs, out: StageOutput) -> str:
     return f"{out.data.get('model') or '?'} — {out.label}"
 
 
+def needle_length_averages(needle: dict[str, Any]) -> dict[int, float]:
+    """Mean headline score per context length over all depths."""
+    by_len: dict[int, list[float]] = {}
+    for c in needle.get("cells") or []:
+        if not isinstance(c, dict):
+            continue
+        s, length = _num(c.get("score")), _num(c.get("length"))
+        if s is not None and length is not None:
+            by_len.setdefault(int(length), []).append(s)
+    return {n: sum(v) / len(v) for n, v in by_len.items()}
+
+
 def _needle_section(page: _Page, run: RunOutputs, out: StageOutput) -> None:
     n = out.data
     cells = [c for c in n.get("cells", []) if isinstance(c, dict)]
@@ -268,18 +280,18 @@ def _needle_section(page: _Page, run: RunOutputs, out: StageOutput) -> None:
         f'<span class="kpi">trained length: <b>{fmt(n.get("trained_length"))}</b></span>'
         f'<span class="kpi">cells: <b>{len(cells)}</b></span></p>'
     )
+    averages = n.get("averages") if isinstance(n.get("averages"), dict) else {}
+    if averages:
+        page.add('<p class="meta">averages by scorer: '
+                 + ", ".join(f"{esc(k)} {fmt(_num(v), 3)}" for k, v in averages.items())
+                 + "</p>")
     page.add(page.png(out, lambda: plots.needle_heatmap(n, _needle_title(run, out)),
                       f"needle heatmap {out.label}"))
-    by_len: dict[int, list[float]] = {}
-    for c in cells:
-        s, length = _num(c.get("score")), _num(c.get("length"))
-        if s is not None and length is not None:
-            by_len.setdefault(int(length), []).append(s)
+    by_len = needle_length_averages(n)
     if by_len:
         lens = sorted(by_len)
         page.add(table(["length"] + [fmt(x) for x in lens],
-                       [["average score"] + [fmt(sum(by_len[x]) / len(by_len[x]), 3)
-                                             for x in lens]]))
+                       [["average score"] + [fmt(by_len[x], 3) for x in lens]]))
     rows = []
     for c in cells:
         scores = c.get("scores") or {}
@@ -376,13 +388,17 @@ def _comparison_section(page: _Page, runs: list[RunOutputs]) -> None:
     if len(needles) >= 2:
         page.add("<h3>Needle average</h3>")
         base = _num(needles[0][1].data.get("average"))
+        per_len = [needle_length_averages(o.data) for _, o in needles]
+        lengths = sorted({n for d in per_len for n in d})
         rows = []
-        for name, o in needles:
+        for (name, o), by_len in zip(needles, per_len, strict=True):
             avg = _num(o.data.get("average"))
             delta = None if avg is None or base is None else avg - base
             rows.append([esc(name), esc(o.data.get("model")), fmt(avg, 3),
-                         signed(delta) if o is not needles[0][1] else "baseline"])
-        page.add(table(["run", "model", "average", "vs first"], rows, left=2))
+                         signed(delta) if o is not needles[0][1] else "baseline"]
+                        + [fmt(by_len.get(n), 3) for n in lengths])
+        page.add(table(["run", "model", "average", "vs first"]
+                       + [f"@{fmt(n)}" for n in lengths], rows, left=2))
     if len(losses) >= 2:
         base_name, base = losses[0]
         buckets = list(base.data.get("buckets") or [])
