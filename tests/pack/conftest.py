@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from pack_corpus import make_corpus  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gen_corpus(tmp_path_factory, smollm2_tokenizer) -> Path:
+    """Six jsonl files, four domains (web, code, book, qa) with different length profiles."""
+    folder = tmp_path_factory.mktemp("gen_corpus")
+    make_corpus(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tok(smollm2_tokenizer):
+    return smollm2_tokenizer

@@ -1,0 +1,162 @@
+"""data build end to end on a generated corpus (independent recounts, not the manifest)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import verify_against_tokenizer
+
+from longctx.pack.build import BuildConfig, BuildError, run_build
+from longctx.pack.shards import PackedDataset
+from longctx.pack.tok import resolve_spec
+from longctx.stage import sha256_file
+
+
+def build(corpus, out, **kw):
+    args = dict(inputs=[str(corpus)], out=str(out), tokens="100K", seq_len=1024,
+                long_threshold=512, short_keep=0.1, seed=1)
+    args.update(kw)
+    return run_build(BuildConfig(**args), progress=False)
+
+
+@pytest.fixture(scope="module")
+def per_source(gen_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ps")
+    return out, build(gen_corpus, out)
+
+
+def test_tokenizer_spec_matches_load_tokenizer(tok):
+    spec = resolve_spec(None)
+    fast = spec.load()
+    assert fast.fingerprint == tok.fingerprint
+    text = ["Héllo wörld, long context!\n  code();", "second"]
+    assert [a.tolist() for a in fast.encode_documents(text)] == [
+        b.tolist() for b in tok.encode_documents(text)]
+
+
+def test_per_source_shares_lengths_and_totals(per_source, gen_corpus, tok):
+    out, m = per_source
+    assert m["stage"] == "data.build" and m["status"] == "done"
+    assert m["tokens_total"] == m["num_sequences"] * m["seq_len"] == 98 * 1024
+    assert sum(s["rows"] for s in m["shards"]) == m["num_sequences"]
+    assert len(PackedDataset(out)) == m["num_sequences"]
+    for s in m["shards"]:
+        assert sha256_file(out / s["path"]) == s["sha256"]
+    # recount from the shards by re-tokenizing every packed document from the corpus
+    rec = verify_against_tokenizer(out, gen_corpus, tok)
+    assert sum(rec["tokens"].values()) == m["tokens_total"]
+    for d, v in m["domains"].items():
+        assert rec["tokens"][d] == v["tokens"] == v["target_tokens"]
+        assert abs(rec["tokens"][d] / m["tokens_total"] - v["target_share"]) < 0.01
+        lf = rec["long_tokens"][d] / rec["tokens"][d]
+        assert lf == pytest.approx(v["long_token_fraction"])
+        # the paper's rule: L / (L + p S), from the input statistics
+        inp = m["input"][d]
+        L = inp["long_tokens"]
+        S = inp["tokens"] - L
+        assert v["predicted_long_token_fraction"] == pytest.approx(L / (L + 0.1 * S), rel=1e-4)
+        assert abs(lf - v["predicted_long_token_fraction"]) < 0.06, d
+    # length upsampling raised the long share of the mostly-short domains
+    for d in ("web", "qa"):
+        assert m["domains"][d]["long_token_fraction"] > m["input"][d]["long_token_fraction"] + 0.2
+    # the first row begins with the first document's BOS
+    assert int(PackedDataset(out).input_ids(0)[0]) == tok.bos_id
+
+
+def test_default_targets_are_input_token_shares(per_source):
+    _, m = per_source
+    total = sum(v["tokens"] for v in m["input"].values())
+    for d, v in m["domains"].items():
+        assert v["target_share"] == pytest.approx(m["input"][d]["tokens"] / total)
+
+
+def test_workers_one_and_two_give_identical_shards(gen_corpus, tmp_path, per_source):
+    _, m1 = per_source
+    m2 = build(gen_corpus, tmp_path / "w2", workers=2)
+    assert [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
+    assert m1["domains"] == m2["domains"] and m1["input"] == m2["input"]
+
+
+def test_rerun_with_same_config_is_skipped(gen_corpus, tmp_path):
+    m1 = build(gen_corpus, tmp_path / "a", tokens="20K")
+    m2 = build(gen_corpus, tmp_path / "a", tokens="20K")
+    assert m2.get("skipped_rerun") and m2["config_hash"] == m1["config_hash"]
+    m3 = build(gen_corpus, tmp_path / "a", tokens="30K")
+    assert not m3.get("skipped_rerun") and m3["tokens_total"] == 30 * 1024
+
+
+def test_subset_of_files_covers_budgets(gen_corpus, tmp_path):
+    m = build(gen_corpus, tmp_path / "s", tokens="10K", min_files=1)
+    assert m["input_files"]["subset"] and m["input_files"]["read"] < 6
+    assert not m["repeated"]
+    for _d, v in m["domains"].items():
+        assert v["tokens"] == v["target_tokens"]
+        assert v["available_tokens"] >= 1.2 * v["target_tokens"]  # the margin
+    # a budget near the corpus size makes the subset grow to all files, never less
+    big = build(gen_corpus, tmp_path / "b", tokens="150K", min_files=1)
+    assert big["input_files"]["read"] == 6
+
+
+def test_repeats_are_recorded_and_strict_refuses(gen_corpus, tmp_path):
+    m = build(gen_corpus, tmp_path / "r", tokens="400K")
+    assert m["repeated"] and m["warnings"]
+    d, info = next(iter(m["repeated"].items()))
+    assert info["epochs"] >= 2 and m["domains"][d]["tokens"] == m["domains"][d]["target_tokens"]
+    with pytest.raises(BuildError, match="strict"):
+        build(gen_corpus, tmp_path / "r2", tokens="400K", strict=True)
+
+
+def test_original_cut_global_upsample(gen_corpus, tmp_path, tok):
+    orig = build(gen_corpus, tmp_path / "o", strategy="original", tokens="60K")
+    for d, v in orig["domains"].items():
+        assert v["predicted_long_token_fraction"] == pytest.approx(
+            orig["input"][d]["long_token_fraction"])
+    assert abs(orig["domains"]["web"]["long_token_fraction"]
+               - orig["input"]["web"]["long_token_fraction"]) < 0.1
+
+    cut = build(gen_corpus, tmp_path / "c", strategy="cut", tokens="60K")
+    data = PackedDataset(tmp_path / "c")
+    import numpy as np
+    for i in range(len(data)):
+        r = data.row(i)
+        assert int(np.diff(r.doc_offsets).max()) <= 512
+    assert cut["tokens_total"] == 59 * 1024
+
+    glob_ = build(gen_corpus, tmp_path / "g", strategy="global", tokens="60K")
+    assert all(v["target_tokens"] is None for v in glob_["domains"].values())
+    assert sum(v["tokens"] for v in glob_["domains"].values()) == glob_["tokens_total"]
+    # global shifts the mix toward long domains (book, code) relative to the input shares
+    tot_in = sum(v["tokens"] for v in glob_["input"].values())
+    assert glob_["domains"]["book"]["share"] > glob_["input"]["book"]["tokens"] / tot_in
+    assert glob_["domains"]["qa"]["share"] < glob_["input"]["qa"]["tokens"] / tot_in
+
+    up = build(gen_corpus, tmp_path / "u", strategy="upsample", upsample={"book": 3},
+               tokens="60K")
+    w = {d: v["tokens"] for d, v in up["input"].items()}
+    w["book"] *= 3
+    for d, v in up["domains"].items():
+        assert abs(v["share"] - w[d] / sum(w.values())) < 0.01
+
+
+def test_mix_override_and_unknown_domain(gen_corpus, tmp_path):
+    m = build(gen_corpus, tmp_path / "m", tokens="30K", mix={"web": 1, "code": 1, "book": 2})
+    assert m["domains"]["qa"]["tokens"] == 0
+    assert abs(m["domains"]["book"]["share"] - 0.5) < 0.01
+    with pytest.raises(BuildError, match="nosuch"):
+        build(gen_corpus, tmp_path / "m2", tokens="30K", mix={"web": 1, "nosuch": 1})
+
+
+def test_manifest_has_contract_keys(per_source):
+    _, m = per_source
+    for k in ("stage", "status", "format_version", "config", "config_hash", "seq_len",
+              "num_sequences", "tokens_total", "domain_vocab", "domains", "input", "skipped",
+              "shards", "tokenizer", "strategy", "seconds"):
+        assert k in m, k
+    for v in m["domains"].values():
+        assert {"target_tokens", "tokens", "long_token_fraction"} <= set(v)
+    for v in m["input"].values():
+        assert {"docs", "tokens", "long_token_fraction", "estimated"} <= set(v)
+    assert {"name", "sha256"} <= set(m["tokenizer"])
+    assert {"path", "rows", "sha256"} <= set(m["shards"][0])
+    json.dumps(m)  # JSON-serialisable
