@@ -28,6 +28,7 @@ time.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import os
@@ -241,8 +242,16 @@ def _collect_docstrings(root: Path, sources: list[Path]) -> list[Item]:
 
 
 def collect_pools(root: Path | None = None) -> dict[str, list[Item]]:
-    """Every candidate document per domain, in a stable (sorted) order; empty domains dropped."""
-    root = root or stdlib_dir()
+    """Every candidate document per domain, in a stable (sorted) order; empty domains dropped.
+
+    Cached per process and folder (parsing every module for docstrings takes seconds).
+    """
+    return _collect_pools_cached(str(root or stdlib_dir()))
+
+
+@functools.lru_cache(maxsize=4)
+def _collect_pools_cached(root_str: str) -> dict[str, list[Item]]:
+    root = Path(root_str)
     if not root.is_dir():
         raise DemoCorpusError(f"standard library folder not found: {root}")
     packages, modules, tests, sources = _collect_code(root)
