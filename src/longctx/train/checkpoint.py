@@ -9,11 +9,13 @@ only after every rank finished writing, so a kill mid-save leaves the previous o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,12 @@ class CheckpointError(LongctxError):
     pass
 
 
-# one process without a process group is a supported DCP mode, not something to warn about
-warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable")
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """One process without a process group is a supported DCP mode; silence its warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def checkpoint_root(out: str | Path) -> Path:
@@ -83,7 +89,8 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     barrier(d)
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "weights"))
+    with _quiet():
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "weights"))
     torch.save(_rng_state(), tmp / f"rng_rank{d.rank}.pt")
     barrier(d)
     if d.is_main:
@@ -107,7 +114,8 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, d: Dist) -> dict[str
 
     model_sd, optim_sd = get_state_dict(model, optimizer)
     state = {"model": model_sd, "optim": optim_sd}
-    dcp.load(state, checkpoint_id=str(path / "weights"))
+    with _quiet():
+        dcp.load(state, checkpoint_id=str(path / "weights"))
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict=state["optim"])
     rng_file = path / f"rng_rank{d.rank}.pt"
@@ -143,6 +151,8 @@ def export_hf(model: Any, wrapper: Any, tokenizer_dir: Path, dest: Path, d: Dist
     if d.is_main:
         sd = {k[len("lm."):] if k.startswith("lm.") else k: v for k, v in full.items()}
         sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sd.items()}
+        if getattr(model.config, "tie_word_embeddings", False):
+            sd.pop("lm_head.weight", None)  # FSDP hides the tie; the config restores it on load
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         model.config.use_cache = True
