@@ -83,7 +83,8 @@ def shard(module: Any, layers: list[Any], *, bf16: bool, cpu_offload: bool, devi
     for layer in layers:
         fully_shard(layer, **kwargs)
     fully_shard(module, **kwargs)
-    if not cpu_offload:
+    on_meta = any(p.is_meta for p in module.parameters())
+    if not cpu_offload and not on_meta:  # meta-initialised modules are moved by to_empty()
         module.to(device)
     return module
 
