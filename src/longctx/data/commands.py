@@ -140,7 +140,8 @@ def stats_command(
         str,
         typer.Option(
             "--domain-field",
-            help="Dotted field of the domain name (e.g. `source` for raw RedPajama CC rows).",
+            help="Dotted field of the domain name (e.g. `source` for raw RedPajama CC rows), or "
+            "@dir (folder name) or @file (file name) for corpora whose records name no source.",
         ),
     ] = "meta.redpajama_set_name",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the document sample.")] = 0,
