@@ -94,9 +94,11 @@ def _cli(args, env_extra=None):
                           text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("hook", ["scan:2", "pack:1"])
-def test_interrupted_build_rerun_equals_uninterrupted(gen_corpus, tmp_path, hook):
-    args = ["data", "build", str(gen_corpus), "--tokens", "40K", "--seq-len", "1024",
+@pytest.mark.parametrize("hook,many", [("scan:2", False), ("pack:1", False), ("scan:7", True)])
+def test_interrupted_build_rerun_equals_uninterrupted(gen_corpus, gen_corpus_many, tmp_path,
+                                                      hook, many):
+    corpus = gen_corpus_many if many else gen_corpus  # many files: domains freeze mid-scan
+    args = ["data", "build", str(corpus), "--tokens", "40K", "--seq-len", "1024",
             "--long-threshold", "512", "--shard-rows", "8", "--workers", "2"]
     clean = _cli([*args, "--out", str(tmp_path / "clean")])
     assert clean.returncode == 0, clean.stderr

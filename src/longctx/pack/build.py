@@ -25,7 +25,7 @@ import shutil
 import sys
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from longctx.pack.scan import (
     init_worker,
     load_done,
     meta_path,
+    scan_file,
     scan_or_load,
     tokens_path,
 )
@@ -91,7 +92,7 @@ class BuildConfig:
     shard_rows: int = 0  # rows per shard; 0 = about 256 MB per shard
     subset: bool = True  # read a seeded subset of files when budgets are far below the corpus
     margin: float = 1.2  # subset must hold margin x each budget in eligible tokens
-    min_files: int = 16  # subset reads at least this many files (all when fewer)
+    min_files: int = 4  # subset reads at least this many files (all when fewer)
     force: bool = False  # rebuild even when a finished build with the same config exists
 
     def validate(self) -> None:
@@ -164,11 +165,20 @@ class InputStats:
         self.domains: dict[str, Counter] = {}
         self.skipped: Counter = Counter()
         self.files = 0
+        # Domains whose budget is covered: files read while a domain is frozen add only its
+        # docs/bytes (tokens estimated) and none of its documents to the pool, whether or not
+        # a worker happened to tokenize them (that depends on timing, the output must not).
+        self.frozen: set[str] = set()
 
     def add(self, summary: dict[str, Any]) -> None:
         self.files += 1
         for d, st in summary["stats"].items():
-            self.domains.setdefault(d, Counter()).update(st)
+            c = self.domains.setdefault(d, Counter())
+            if d in self.frozen:
+                c.update({"docs": st["docs"], "bytes": st["bytes"],
+                          "covered_docs": st["docs"], "covered_bytes": st["bytes"]})
+            else:
+                c.update(st)
         self.skipped.update(summary["skipped"])
 
     def _ratio(self, st: Counter) -> float | None:
@@ -186,7 +196,9 @@ class InputStats:
         return None
 
     def estimate(self) -> dict[str, dict[str, Any]]:
-        """Per domain: docs, tokens (estimated where not every doc was tokenized), L, S."""
+        """Per domain: docs, tokens, long tokens, short tokens (estimated where not every
+        document was tokenized: drawn-out short docs by the domain's tokens per byte, docs of
+        an already covered domain by scaling what was measured before it was covered)."""
         ratios = {d: self._ratio(st) for d, st in self.domains.items()}
         known = [r for r in ratios.values() if r is not None]
         fallback = float(np.mean(known)) if known else 0.25
@@ -195,17 +207,22 @@ class InputStats:
             r = ratios[d] if ratios[d] is not None else fallback
             untok = st["untok_bytes"] * r + st["untok_docs"] * self.specials
             tokens = st["tok_tokens"] + untok
-            long_t = st["long_tokens"]
+            long_t = float(st["long_tokens"])
+            seen_bytes = st["bytes"] - st["covered_bytes"]
+            if st["covered_bytes"] and seen_bytes > 0:
+                scale = st["covered_bytes"] / seen_bytes
+                tokens, long_t = tokens * (1 + scale), long_t * (1 + scale)
             out[d] = {
                 "docs": int(st["docs"]),
                 "bytes": int(st["bytes"]),
                 "tokens": int(round(tokens)),
-                "long_tokens": int(long_t),
+                "long_tokens": int(round(long_t)),
                 "short_tokens": float(tokens - long_t),
                 "tokenized_docs": int(st["tok_docs"]),
-                "estimated": bool(st["untok_docs"]),
+                "estimated": bool(st["untok_docs"] or st["covered_docs"]),
                 "eligible_docs": int(st["kept_docs"]),
                 "eligible_tokens": int(st["kept_tokens"]),
+                "covered_docs": int(st["covered_docs"]),
             }
         return out
 
@@ -229,42 +246,51 @@ def _fail_hook(phase: str, count: int) -> None:
 
 
 def _run_scans(
-    tasks: list[ScanTask], workers: int, on_result: Callable[[dict[str, Any]], bool]
+    n_tasks: int,
+    make_task: Callable[[int], ScanTask],
+    workers: int,
+    on_result: Callable[[dict[str, Any]], bool],
 ) -> None:
-    """Scan tasks in order; ``on_result`` returning True stops (later results unused)."""
-    if workers <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            if on_result(scan_or_load(t)):
+    """Scan tasks 0..n-1 in order; ``on_result`` returning True stops (later results unused).
+
+    ``make_task(k)`` is called when task k is submitted (it may use the results consumed so
+    far to skip work; the build makes sure the output never depends on that). Workers are
+    spawned processes (the Rust tokenizer's thread pool and fork do not mix); at most
+    ``2 x workers`` files are in flight, and on stop the pool is terminated at once, so
+    little work past the stop point is wasted. Spills are written atomically, so a worker
+    killed mid-file leaves nothing a rerun could take for finished.
+    """
+    if workers <= 1 or n_tasks <= 1:
+        for k in range(n_tasks):
+            if on_result(scan_or_load(make_task(k))):
                 return
         return
     import multiprocessing as mp
-    from concurrent.futures import Future, ProcessPoolExecutor
 
     window = 2 * workers
-    pending: deque[tuple[ScanTask, dict[str, Any] | Future]] = deque()
-    it = iter(tasks)
-    ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
+    pending: deque[Any] = deque()
+    nxt = 0
+    pool = mp.get_context("spawn").Pool(workers, initializer=init_worker)
     try:
 
-        def submit_next() -> bool:
-            t = next(it, None)
-            if t is None:
-                return False
-            done = load_done(t)
-            pending.append((t, done if done is not None else ex.submit(scan_or_load, t)))
-            return True
+        def fill() -> None:
+            nonlocal nxt
+            while nxt < n_tasks and len(pending) < window:
+                t = make_task(nxt)
+                done = load_done(t)
+                pending.append(done if done is not None else pool.apply_async(scan_or_load, (t,)))
+                nxt += 1
 
-        while len(pending) < window and submit_next():
-            pass
+        fill()
         while pending:
-            _, item = pending.popleft()
-            summary = item.result() if isinstance(item, Future) else item
+            item = pending.popleft()
+            summary = item if isinstance(item, dict) else item.get()
             if on_result(summary):
                 return
-            while len(pending) < window and submit_next():
-                pass
+            fill()
     finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+        pool.terminate()
+        pool.join()
 
 
 # ----------------------------------------------------------------------------- spill access
@@ -300,21 +326,27 @@ class SpillReader:
         self._fds.clear()
 
 
-def _load_eligible(work: Path, summaries: list[dict[str, Any]], vocab: list[str]) -> Eligible:
+def _load_eligible(
+    work: Path, summaries: list[dict[str, Any]], pools: list[set[str]], vocab: list[str]
+) -> Eligible:
+    """Eligible docs of the files read, each file contributing only its ``pools`` domains."""
     code = {d: i for i, d in enumerate(vocab)}
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "row", "line", "start", "domain", "length", "priority")}
-    for s in summaries:
+    for pos, s in enumerate(summaries):
         with np.load(meta_path(work, s["index"])) as m:
-            n = len(m["line"])
             remap = np.asarray([code[d] for d in s["domains"]] or [0], dtype=np.int16)
             length = m["length"]
+            domain = remap[m["domain"]] if len(length) else np.empty(0, np.int16)
+            in_pool = np.array([d in pools[pos] for d in vocab] or [False])
+            keep = in_pool[domain] if len(length) else np.zeros(0, bool)
+            n = int(keep.sum())
             cols["file"].append(np.full(n, s["index"], dtype=np.int32))
-            cols["row"].append(np.arange(n, dtype=np.int64))
-            cols["line"].append(m["line"])
-            cols["start"].append(np.cumsum(length) - length)
-            cols["domain"].append(remap[m["domain"]] if n else np.empty(0, np.int16))
-            cols["length"].append(length)
-            cols["priority"].append(m["priority"])
+            cols["row"].append(np.flatnonzero(keep).astype(np.int64))
+            cols["line"].append(m["line"][keep])
+            cols["start"].append((np.cumsum(length) - length)[keep])
+            cols["domain"].append(domain[keep])
+            cols["length"].append(length[keep])
+            cols["priority"].append(m["priority"][keep])
     dtypes = {"file": np.int32, "row": np.int64, "line": np.int64, "start": np.int64,
               "domain": np.int16, "length": np.int64, "priority": np.uint64}
     return Eligible(**{
@@ -409,7 +441,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
     hash_file.write_text(scan_hash)
 
     order = sorted(range(len(files)), key=lambda i: (_file_order_key(cfg.seed, rels[i]), rels[i]))
-    tasks = [
+    base_tasks = [
         ScanTask(
             index=i, path=str(files[i]), rel=rels[i], work_dir=str(work), scan_hash=scan_hash,
             tokenizer=spec, text_field=cfg.text_field, domain_field=cfg.domain_field,
@@ -417,11 +449,26 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
         )
         for i in order
     ]
+    tasks = base_tasks
     stats = InputStats(spec.specials_per_doc)
     summaries: list[dict[str, Any]] = []
 
+    last_new_domain = [0]  # files read when the latest new domain first appeared
+    pools: list[set[str]] = []  # per file read: the domains whose documents it contributes
+
     def covered() -> bool:
-        if not cfg.subset or len(summaries) < min(cfg.min_files, len(tasks)):
+        """After each file: freeze covered domains, unfreeze short ones; stop reading?
+
+        A budget group is covered when its pool holds margin x its budget in eligible tokens;
+        a covered domain is frozen (later files add nothing to its pool and skip tokenizing
+        it, as the paper's code skips sources whose budget is full) and unfrozen if later
+        estimates raise its budget above its pool. Nothing is frozen or stopped before
+        ``min_files`` files and before the domain set has settled (no new domain in the second
+        half of the files read: a corpus whose files are not mixed, e.g. one domain per file,
+        is read until every domain has shown up).
+        """
+        n = len(summaries)
+        if not cfg.subset:
             return False
         if cfg.mix and any(d not in stats.domains for d in cfg.mix):
             return False
@@ -429,19 +476,38 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
             _, budgets = plan_budgets(strategy, total, stats.token_weights(), cfg.mix, cfg.upsample)
         except MixError:
             return False
-        return all(stats.eligible(k) >= cfg.margin * b for k, b in budgets.items() if b)
+        for d in sorted(stats.frozen):
+            if stats.eligible(d) < budgets.get(d, 0):
+                stats.frozen.discard(d)
+        if n < min(cfg.min_files, len(tasks)) or n < 2 * last_new_domain[0]:
+            return False
+        done = {k for k, b in budgets.items() if stats.eligible(k) >= cfg.margin * b}
+        if strategy.per_domain:
+            stats.frozen |= done
+        return all(k in done or k in stats.frozen for k, b in budgets.items() if b)
+
+    def make_task(k: int) -> ScanTask:
+        # frozen domains need no tokenizing (if one is unfrozen before this file's result is
+        # used, the file is scanned again: the output never depends on timing)
+        skip = tuple(sorted(stats.frozen))
+        return replace(base_tasks[k], covered=skip) if skip else base_tasks[k]
 
     with _progress(progress) as bar:
         scan_bar = bar.add_task("scan files", total=len(tasks))
 
         def on_result(summary: dict[str, Any]) -> bool:
+            if set(summary.get("covered", [])) - stats.frozen:  # skipped a domain now needed
+                summary = scan_file(make_task(len(summaries)))
             summaries.append(summary)
+            pools.append(set(summary["stats"]) - stats.frozen)
+            if set(summary["stats"]) - set(stats.domains):
+                last_new_domain[0] = len(summaries)
             stats.add(summary)
             bar.advance(scan_bar)
             _fail_hook("scan", len(summaries))
             return covered()
 
-        _run_scans(tasks, cfg.workers, on_result)
+        _run_scans(len(tasks), make_task, cfg.workers, on_result)
         bar.update(scan_bar, total=len(summaries), completed=len(summaries))
 
         # ---- plan and select
@@ -455,7 +521,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
             raise BuildError(f"--mix names domain(s) not found in the input: {', '.join(unknown)} "
                              f"(found: {', '.join(vocab)})")
         shares, budgets = plan_budgets(strategy, total, stats.token_weights(), cfg.mix, cfg.upsample)
-        el = _load_eligible(work, summaries, vocab)
+        el = _load_eligible(work, summaries, pools, vocab)
         if strategy.per_domain:
             groups = {d: np.flatnonzero(el.domain == i) for i, d in enumerate(vocab)}
         else:
@@ -529,7 +595,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
     manifest = _manifest(
         cfg, out_cfg, cfg_hash, strategy.name, keep, tok.describe(), dtype, rows, total,
         requested, vocab, est, shares, budgets, sel, el, stats, shards, rels, tasks,
-        summaries, timer,
+        summaries, timer, pools,
     )
     write_manifest(out, manifest)
     shutil.rmtree(work, ignore_errors=True)
@@ -538,7 +604,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
 
 def _manifest(
     cfg, out_cfg, cfg_hash, strategy, keep, tokenizer, dtype, rows, total, requested, vocab,
-    est, shares, budgets, sel, el, stats, shards, rels, tasks, summaries, timer,
+    est, shares, budgets, sel, el, stats, shards, rels, tasks, summaries, timer, pools,
 ) -> dict[str, Any]:
     T = cfg.long_threshold
     doms = el.domain[sel.doc]
@@ -614,7 +680,8 @@ def _manifest(
         "long_token_fraction": all_long,
         "input": inputs,
         "input_files": {"total": len(tasks), "read": len(summaries),
-                        "subset": len(summaries) < len(tasks)},
+                        "subset": len(summaries) < len(tasks),
+                        "domain_pool_files": {d: sum(d in p for p in pools) for d in vocab}},
         "repeated": repeats,
         "warnings": warnings,
         "skipped": dict(sorted(stats.skipped.items())),

@@ -78,7 +78,10 @@ def build_command(
         help="Read only a seeded subset of files that covers the budgets (with --margin).",
     ),
     margin: float = typer.Option(1.2, help="The subset holds margin x each budget in eligible tokens."),
-    min_files: int = typer.Option(16, help="The subset reads at least this many files."),
+    min_files: int = typer.Option(
+        4, help="The subset reads at least this many files (and until no new domain shows up "
+        "in the second half of the files read)."
+    ),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a finished build matches."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML file with any of these keys."),
     set_: list[str] = typer.Option(

@@ -42,6 +42,8 @@ STAT_KEYS = (
     "kept_docs",  # eligible docs (spilled)
     "kept_tokens",
     "kept_long_tokens",
+    "covered_docs",  # docs of a domain whose budget was already covered: not drawn, not tokenized
+    "covered_bytes",
 )
 
 
@@ -59,6 +61,7 @@ class ScanTask:
     long_threshold: int
     keep: float  # probability a short doc is eligible (1.0: no length rule)
     strict: bool
+    covered: tuple[str, ...] = ()  # domains whose pool is already frozen: count only
 
     @property
     def stem(self) -> Path:
@@ -121,12 +124,17 @@ def _batches(task: ScanTask, docs: Iterator[Document], stats: dict[str, Counter]
     specials = task.tokenizer.specials_per_doc
     batch: list = []
     size = 0
+    covered = set(task.covered)
     for doc in docs:
-        u, prio = doc_draws(task.seed, f"{task.rel}:{doc.index}")
         nbytes = len(doc.text.encode("utf-8"))
         st = stats[doc.domain]
         st["docs"] += 1
         st["bytes"] += nbytes
+        if doc.domain in covered:
+            st["covered_docs"] += 1
+            st["covered_bytes"] += nbytes
+            continue
+        u, prio = doc_draws(task.seed, f"{task.rel}:{doc.index}")
         # A token covers at least one byte (a SentencePiece dummy prefix may add one more),
         # so a doc with nbytes + specials + 1 < threshold tokens cannot be long.
         provably_short = nbytes + specials + 1 < task.long_threshold
@@ -204,6 +212,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         "scan_hash": task.scan_hash,
         "index": task.index,
         "file": task.rel,
+        "covered": list(task.covered),
         "domains": domains,  # codes used in the meta file
         "stats": {d: {k: int(c.get(k, 0)) for k in STAT_KEYS} for d, c in sorted(stats.items())},
         "skipped": dict(sorted(skipped.items())),
