@@ -21,11 +21,11 @@ from longctx.eval import scorers
 from longctx.eval.generate import EvalError, first_line_done, greedy_generate, load_eval_model
 from longctx.stage import config_hash, sha256_file, write_json_atomic, write_manifest
 
-# Modelled on InfiniteBench's En.QA prompt for base models.
-PROMPT_TEMPLATE = (
-    "Read the book and answer the question. Be very concise in your answer.\n\n"
-    "{context}\n\nQuestion: {question}\nAnswer:"
-)
+# Modelled on InfiniteBench's En.QA prompt: base models complete "Answer:"; chat models get
+# the same instruction, book and question as one user turn in their own chat template.
+INSTRUCTION = "Read the book and answer the question. Be very concise in your answer."
+PROMPT_TEMPLATE = INSTRUCTION + "\n\n{context}\n\nQuestion: {question}\nAnswer:"
+CHAT_USER_TEMPLATE = INSTRUCTION + "\n\n{context}\n\nQuestion: {question}"
 
 
 @dataclass
@@ -37,6 +37,7 @@ class BookQAConfig:
     truncate: int = 128000
     max_new_tokens: int = 32
     max_items: int | None = None
+    chat: str = "auto"
     rope_theta: float | None = None
     prefill_chunk: int = 4096
     dtype: str = "auto"
@@ -49,6 +50,8 @@ class BookQAConfig:
             raise EvalError(f"truncate must be at least 16 tokens, got {self.truncate}")
         if self.max_new_tokens <= 0:
             raise EvalError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if self.chat not in ("auto", "on", "off"):
+            raise EvalError(f"chat: expected auto, on or off, got {self.chat!r}")
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,26 @@ def middle_truncate(ids: list[int], limit: int) -> list[int]:
     return list(ids[:head]) + list(ids[len(ids) - (limit - head) :])
 
 
+def use_chat(tok: Any, mode: str) -> bool:
+    """``auto``: use the chat template when the tokenizer has one (instruct models such as
+    the embedded SmolLM2-Instruct end the turn at once when asked to complete "Answer:")."""
+    if mode == "off":
+        return False
+    has = bool(getattr(tok.hf, "chat_template", None))
+    if mode == "on" and not has:
+        raise EvalError(f"chat: on, but tokenizer {tok.name} has no chat template")
+    return has
+
+
+def build_prompt(tok: Any, item: QAItem, chat: bool) -> str:
+    if not chat:
+        return PROMPT_TEMPLATE.format(context=item.context, question=item.question)
+    user = CHAT_USER_TEMPLATE.format(context=item.context, question=item.question)
+    return tok.hf.apply_chat_template(
+        [{"role": "user", "content": user}], add_generation_prompt=True, tokenize=False
+    )
+
+
 def run_bookqa(cfg: BookQAConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
     """Answer every item greedily, score with qa_f1_score, write bookqa.json + manifest."""
     from rich.progress import Progress
@@ -115,13 +138,14 @@ def run_bookqa(cfg: BookQAConfig, out_dir: str | Path, *, progress: bool | None 
     )
     tok = load_tokenizer(folder)
     stop_ids = [i for i in (tok.eos_id,) if i is not None]
+    chat = use_chat(tok, cfg.chat)
     records: list[dict[str, Any]] = []
     show = sys.stderr.isatty() if progress is None else progress
     with Progress(disable=not show, transient=True) as bar:
         task = bar.add_task("bookqa", total=len(items))
         for it in items:
             t1 = time.perf_counter()
-            text = PROMPT_TEMPLATE.format(context=it.context, question=it.question)
+            text = build_prompt(tok, it, chat)
             ids = tok.encode_plain([text])[0]
             prompt = middle_truncate(ids, cfg.truncate)
             new = greedy_generate(
@@ -155,7 +179,8 @@ def run_bookqa(cfg: BookQAConfig, out_dir: str | Path, *, progress: bool | None 
         "n": len(records),
         "metric": "InfiniteBench qa_f1_score (max token F1 over gold answers), 0..1",
         "truncate": cfg.truncate,
-        "prompt_template": PROMPT_TEMPLATE,
+        "prompt_template": CHAT_USER_TEMPLATE if chat else PROMPT_TEMPLATE,
+        "chat_template": chat,
         "scorer_version": scorers.SCORER_VERSION,
         "items": records,
     }

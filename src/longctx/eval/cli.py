@@ -245,6 +245,14 @@ def bookqa_command(
     max_items: Annotated[
         int | None, typer.Option("--max-items", help="Answer only the first N.")
     ] = None,
+    chat: Annotated[
+        str,
+        typer.Option(
+            "--chat",
+            help="auto (use the model's chat template when it has one), on, or off "
+            "(complete 'Answer:' like a base model).",
+        ),
+    ] = _B.chat,
     rope_theta: Annotated[float | None, typer.Option("--rope-theta", help=ROPE_HELP)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)] = _B.dtype,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = _B.device,
@@ -260,6 +268,7 @@ def bookqa_command(
     values = dict(
         model=model,
         data=str(data),
+        chat=chat,
         truncate=truncate,
         max_new_tokens=max_new_tokens,
         max_items=max_items,
