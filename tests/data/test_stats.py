@@ -161,6 +161,9 @@ def test_stats_match_reference_table_with_llama2(redpajama_samples, llama2_dir, 
     assert cc["long_token_fraction"] == pytest.approx(0.597, abs=5e-4)
     assert wiki["long_token_fraction"] == pytest.approx(0.666, abs=5e-4)
     assert s["tokenizer"]["vocab_size"] == 32000
+    # Table columns "docs with tokens > 4096" and "docs est >= 4096" (len(text) / 3.68).
+    assert (cc["long_docs"], wiki["long_docs"]) == (3, 4)
+    assert (cc["long_docs_chars_estimate"], wiki["long_docs_chars_estimate"]) == (3, 4)
 
 
 def test_sampled_domain_without_sampled_docs_uses_corpus_ratio():

@@ -113,7 +113,10 @@ def _is_corpus_file(path: Path) -> bool:
 
 
 def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Resolve files, folders (recursive) and glob patterns into a sorted, de-duplicated list.
+    """Resolve files, folders (recursive) and glob patterns into a de-duplicated file list.
+
+    Inputs keep the order they were given in; the files of one folder or glob are sorted, so
+    the list (and everything derived from it) is deterministic.
 
     Folders are walked recursively in sorted order; hidden files and the JSON files a stage
     writes (``manifest.json``, ``stats.json``) are not corpus files, so a demo-corpus folder
@@ -399,6 +402,6 @@ def iter_documents(
     skipped: Counter | None = None,
     strict: bool = False,
 ) -> Iterator[Document]:
-    """Documents of every file the inputs resolve to, files in sorted order."""
+    """Documents of every file the inputs resolve to, in :func:`expand_inputs` order."""
     for path in expand_inputs(list(inputs)):
         yield from iter_file(path, fields, skipped, strict)

@@ -22,6 +22,8 @@ from longctx.data.readers import Fields, expand_inputs
 
 STAGE = "data.stats"
 PERCENTILES = (10, 25, 50, 75, 90, 99)
+# The paper's code estimated lengths before tokenizing as characters / 3.68 (FACTS.md).
+PAPER_CHARS_PER_TOKEN = 3.68
 # Edges of the length bins of the "token share by document length" panel (tokens).
 LENGTH_BIN_EDGES = (0, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
@@ -83,6 +85,12 @@ def length_bin_shares(lengths: np.ndarray, edges: tuple[int, ...] = LENGTH_BIN_E
     return [float(x) for x in sums / total]
 
 
+def _estimated_long_fraction(lengths: np.ndarray, chars: np.ndarray, threshold: int) -> float:
+    total = int(lengths.sum())
+    long = chars / PAPER_CHARS_PER_TOKEN >= threshold
+    return float(lengths[long].sum() / total) if total else 0.0
+
+
 def _domain_stats(
     lengths: np.ndarray, chars: np.ndarray, totals: dict[str, int], threshold: int, sampled: bool
 ) -> dict[str, Any]:
@@ -99,7 +107,12 @@ def _domain_stats(
         "tokens": tokens,
         "token_share": 0.0,
         "long_token_fraction": long_token_fraction(lengths, threshold),
+        # What the paper's chars/3.68 rule would call long, measured in real tokens.
+        "long_token_fraction_chars_estimate": _estimated_long_fraction(lengths, chars, threshold),
         "long_docs": int((lengths >= threshold).sum()) if not sampled else None,
+        "long_docs_chars_estimate": int((chars / PAPER_CHARS_PER_TOKEN >= threshold).sum())
+        if not sampled
+        else None,
         "chars_per_token": sample_chars / sample_tokens if sample_tokens else 0.0,
         "length_percentiles": length_percentiles(lengths),
         "mean_tokens": float(lengths.mean()) if lengths.size else 0.0,
@@ -110,7 +123,7 @@ def _domain_stats(
     if sampled:
         d["sampled_docs"] = int(lengths.size)
         d["tokens_estimated"] = True
-        del d["long_docs"]
+        del d["long_docs"], d["long_docs_chars_estimate"]
     return d
 
 
