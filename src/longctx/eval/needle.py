@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -104,6 +105,7 @@ _NOUNS = (
 PAPER_LENGTHS = [int(x) for x in np.round(np.linspace(1000, 128000, 40)).astype(int)]
 PAPER_DEPTHS = [int(x) for x in np.round(np.linspace(0, 100, 10)).astype(int)]
 SENTENCE_END = ".!?"
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
 
 
 @dataclass
@@ -217,17 +219,23 @@ def leading_special_ids(backend: Any) -> list[int]:
 
 
 def sentence_boundaries(text: str, offsets: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Token positions j (1..n) such that token j-1 ends a sentence: its text, right-stripped,
-    ends with . ! or ? and the next character is whitespace (or the text ends)."""
-    out = []
-    n_chars = len(text)
-    for j, (start, end) in enumerate(offsets):
-        piece = text[start:end].rstrip()
-        if not piece or piece[-1] not in SENTENCE_END:
-            continue
-        if end >= n_chars or text[end].isspace() or end > start + len(piece):
-            out.append(j + 1)
-    return np.asarray(out, dtype=np.int64)
+    """Token positions j (1..n) such that token j-1 ends a sentence: it holds a . ! or ?
+    that is followed by whitespace (or the end of the text) and nothing after it in the
+    token but whitespace. One regex pass over the text, then a binary search per sentence."""
+    if not len(offsets):
+        return np.zeros(0, dtype=np.int64)
+    ends = np.fromiter((e for _, e in offsets), dtype=np.int64, count=len(offsets))
+    marks = np.fromiter((m.start() for m in _SENTENCE_END_RE.finditer(text)), dtype=np.int64)
+    if marks.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    tok = np.searchsorted(ends, marks, side="right")  # token i with start <= c < end_i
+    ok = tok < len(offsets)
+    out = [
+        int(i) + 1
+        for c, i in zip(marks[ok], tok[ok], strict=True)
+        if offsets[i][0] <= c and not text[c + 1 : offsets[i][1]].strip()
+    ]
+    return np.unique(np.asarray(out, dtype=np.int64))
 
 
 class CellBuilder:
