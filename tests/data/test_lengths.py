@@ -59,8 +59,10 @@ def test_counts_match_direct_tokenizer_calls(demo_small, smollm2_tokenizer):
     for i, name in enumerate(scan.domains):
         m = scan.domain == i
         assert scan.totals[name] == {
-            "docs": int(m.sum()), "bytes": int(scan.bytes[m].sum()), "chars": int(scan.chars[m].sum())
+            "docs": int(m.sum()), "bytes": int(scan.bytes[m].sum()),
+            "chars": int(scan.chars[m].sum()), "max_chars": int(scan.chars[m].max()),
         }
+    assert scan.char_hist == {}  # only sampled scans histogram every document
 
 
 def test_worker_count_does_not_change_results(demo_small, smollm2_tokenizer):
@@ -98,8 +100,13 @@ def test_sampling_is_seeded_poisson_and_worker_independent(word_corpus, word_tok
         if doc_hash(7, keys[f], int(i)) < a.sample_rate
     ]
     assert list(zip(a.file_id.tolist(), a.index.tolist(), strict=True)) == chosen
-    # Totals stay exact while tokens are only counted for the sample.
+    # Totals stay exact while tokens are only counted for the sample; the char-length
+    # histogram covers every document.
     assert a.totals == full.totals
+    for i, name in enumerate(full.domains):
+        counts, sums = a.char_hist[name]
+        m = full.domain == i
+        assert counts.sum() == m.sum() and sums.sum() == full.chars[m].sum()
     c = scan_lengths([word_corpus], tok, sample_docs=500, seed=8, progress=False)
     assert c.index.tolist() != a.index.tolist()
 

@@ -124,11 +124,16 @@ def test_sampled_stats_are_close_to_exact_on_redpajama(slimpajama_jsonl, tmp_pat
         assert d["tokens_estimated"] is True
         assert d["token_share"] == pytest.approx(e["token_share"], abs=0.03), name
         assert d["chars_per_token"] == pytest.approx(e["chars_per_token"], rel=0.2), name
-    # Big domains: the sample's median is near the exact one.
+        # Tail statistics see every document through its character length.
+        assert d["long_token_fraction"] == pytest.approx(e["long_token_fraction"], abs=0.06), name
+        assert d["length_percentiles"]["max"] == pytest.approx(
+            e["length_percentiles"]["max"], rel=0.3
+        ), name
+    # Big domains: the estimated median is near the exact one.
     for name in ("RedPajamaC4", "RedPajamaStackExchange", "RedPajamaGithub"):
         e, d = exact["domains"][name], samp["domains"][name]
         assert d["length_percentiles"]["p50"] == pytest.approx(
-            e["length_percentiles"]["p50"], rel=0.25
+            e["length_percentiles"]["p50"], rel=0.15
         )
     exact_docs = sum(1 for _ in iter_documents([slimpajama_jsonl]))
     assert exact["total_docs"] == exact_docs
@@ -166,25 +171,32 @@ def test_stats_match_reference_table_with_llama2(redpajama_samples, llama2_dir, 
     assert (cc["long_docs_chars_estimate"], wiki["long_docs_chars_estimate"]) == (3, 4)
 
 
-def test_sampled_domain_without_sampled_docs_uses_corpus_ratio():
+def test_sampled_estimates_hand_computed():
     from collections import Counter
 
-    from longctx.data.lengths import LengthScan
+    from longctx.data.lengths import LengthScan, _histogram
 
-    # Two sampled docs of domain A (20 tokens over 80 chars), none of B (400 chars in 2 docs).
+    # Domain A: 10 docs (20, 60 and eight of 40 chars); the sample (20 -> 5 tokens, 60 -> 15)
+    # says 4 chars per token. Domain B: 2 docs of 200 chars, none sampled: corpus ratio (4).
+    a_chars, b_chars = [20, 60] + [40] * 8, [200, 200]
     scan = LengthScan(
         files=["f"], domains=["A", "B"], file_id=np.zeros(2, np.int32),
         domain=np.zeros(2, np.int16), index=np.asarray([1, 2]), tokens=np.asarray([5, 15]),
         bytes=np.asarray([20, 60]), chars=np.asarray([20, 60]), skipped=Counter(),
-        totals={"A": {"docs": 10, "bytes": 400, "chars": 400},
-                "B": {"docs": 2, "bytes": 400, "chars": 400}},
+        totals={"A": {"docs": 10, "bytes": 400, "chars": 400, "max_chars": 60},
+                "B": {"docs": 2, "bytes": 400, "chars": 400, "max_chars": 200}},
         sampled=True, sample_rate=0.2, tokenizer={},
+        char_hist={"A": _histogram(a_chars), "B": _histogram(b_chars)},
     )
     s = compute_stats(scan, long_threshold=10)
     a, b = s["domains"]["A"], s["domains"]["B"]
-    assert a["tokens"] == 100 and a["sampled_docs"] == 2  # 400 chars at 4 chars/token
-    assert a["long_token_fraction"] == pytest.approx(15 / 20)
+    assert a["tokens"] == 100 and a["sampled_docs"] == 2 and a["chars_per_token"] == 4.0
+    # Long (>= 10 tokens): the 60-char doc (15 tokens) and the eight 40-char docs (10 each).
+    assert a["long_token_fraction"] == pytest.approx(95 / 100)
+    assert a["length_percentiles"]["p50"] == pytest.approx(10.0)
+    assert a["length_percentiles"]["max"] == 15
     assert b["tokens"] == 100 and b["sampled_docs"] == 0 and "estimated_from" in b
     assert b["length_percentiles"]["p50"] == pytest.approx(50.0)
+    assert b["long_token_fraction"] == 1.0
     assert s["total_tokens"] == 200 and a["token_share"] == pytest.approx(0.5)
     assert s["sampled"] is True

@@ -19,6 +19,7 @@ and document ids, and is the same for any worker count.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,12 @@ import numpy as np
 
 from longctx.data.readers import Fields, expand_inputs, iter_file
 from longctx.data.tokenizer import Tokenizer, load_tokenizer
+
+# Sampled scans also histogram every document's length in characters (2%-wide log bins), so
+# tail statistics (long-token fraction, p99, max) use every document, not just the sample.
+CHAR_BIN_FACTOR = 1.02
+CHAR_BINS = 1200  # covers up to 1.02**1200 ≈ 2e10 characters per document
+_LOG_BIN = 1.0 / math.log(CHAR_BIN_FACTOR)
 
 _BATCH_DOCS = 256
 _BATCH_CHARS = 2_000_000
@@ -51,8 +58,10 @@ class FileLengths:
     bytes: np.ndarray  # int64, UTF-8 bytes of the text
     chars: np.ndarray  # int64, unicode code points of the text
     skipped: Counter = field(default_factory=Counter)
-    # Every valid document read, sampled or not: domain -> [docs, bytes, chars].
+    # Every valid document read, sampled or not: domain -> [docs, bytes, chars, max chars].
     totals: dict[str, list[int]] = field(default_factory=dict)
+    # Sampled scans only: domain -> (doc counts, char sums) per char-length bin, all docs.
+    char_hist: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
@@ -68,14 +77,31 @@ class LengthScan:
     bytes: np.ndarray
     chars: np.ndarray
     skipped: Counter
-    totals: dict[str, dict[str, int]]  # domain -> {"docs","bytes","chars"} over all docs read
+    totals: dict[str, dict[str, int]]  # domain -> {"docs","bytes","chars","max_chars"}, all docs
     sampled: bool
     sample_rate: float  # p; 1.0 when exact
     tokenizer: dict[str, Any]
+    # Sampled scans: domain -> (doc counts, char sums) per length bin over every document read.
+    char_hist: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def num_docs(self) -> int:
         return int(self.tokens.shape[0])
+
+
+def char_bin(chars: np.ndarray) -> np.ndarray:
+    """Log-spaced bin of each document length in characters (bin b ~ 1.02**b chars)."""
+    c = np.maximum(np.asarray(chars, dtype=np.float64), 1.0)
+    return np.minimum((np.log(c) * _LOG_BIN).astype(np.int64), CHAR_BINS - 1)
+
+
+def _histogram(chars: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.asarray(chars, dtype=np.float64)
+    b = char_bin(arr)
+    return (
+        np.bincount(b, minlength=CHAR_BINS).astype(np.int64),
+        np.bincount(b, weights=arr, minlength=CHAR_BINS),
+    )
 
 
 def doc_hash(seed: int, key: str, index: int) -> float:
@@ -150,6 +176,8 @@ def scan_file(
     tokens: list[int] = []
     batch: list[str] = []
     batch_chars = 0
+    sampling = sample_rate < 1.0
+    all_chars: dict[str, list[int]] = {}
 
     def flush() -> None:
         nonlocal batch_chars
@@ -162,12 +190,15 @@ def scan_file(
         d = local.setdefault(doc.domain, len(local))
         b = len(doc.text.encode("utf-8"))
         c = len(doc.text)
-        t = totals.setdefault(doc.domain, [0, 0, 0])
+        t = totals.setdefault(doc.domain, [0, 0, 0, 0])
         t[0] += 1
         t[1] += b
         t[2] += c
-        if sample_rate < 1.0 and doc_hash(seed, key, doc.index) >= sample_rate:
-            continue
+        t[3] = max(t[3], c)
+        if sampling:
+            all_chars.setdefault(doc.domain, []).append(c)
+            if doc_hash(seed, key, doc.index) >= sample_rate:
+                continue
         dom.append(d)
         idx.append(doc.index)
         nbytes.append(b)
@@ -188,6 +219,7 @@ def scan_file(
         chars=np.asarray(nchars, dtype=np.int64),
         skipped=skipped,
         totals=totals,
+        char_hist={d: _histogram(v) for d, v in all_chars.items()},
     )
 
 
@@ -285,16 +317,23 @@ def scan_lengths(
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "dom", "idx", "tok", "b", "c")}
     skipped: Counter = Counter()
     totals: dict[str, dict[str, int]] = {}
+    hist: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for fid, res in enumerate(
         iter_scan(paths, tok, fields, workers, rate, seed, strict, progress)
     ):
         remap = np.asarray([vocab.setdefault(d, len(vocab)) for d in res.domains], dtype=np.int16)
-        for d, (n, b, c) in res.totals.items():
+        for d, (n, b, c, mx) in res.totals.items():
             vocab.setdefault(d, len(vocab))
-            t = totals.setdefault(d, {"docs": 0, "bytes": 0, "chars": 0})
+            t = totals.setdefault(d, {"docs": 0, "bytes": 0, "chars": 0, "max_chars": 0})
             t["docs"] += n
             t["bytes"] += b
             t["chars"] += c
+            t["max_chars"] = max(t["max_chars"], mx)
+        for d, (counts, sums) in res.char_hist.items():
+            if d in hist:
+                hist[d] = (hist[d][0] + counts, hist[d][1] + sums)
+            else:
+                hist[d] = (counts, sums)
         n = res.tokens.shape[0]
         parts["file"].append(np.full(n, fid, dtype=np.int32))
         parts["dom"].append(remap[res.domain] if n else res.domain)
@@ -321,6 +360,7 @@ def scan_lengths(
         sampled=rate < 1.0,
         sample_rate=rate,
         tokenizer=tok.describe(),
+        char_hist={d: hist[d] for d in vocab if d in hist},
     )
 
 
