@@ -70,3 +70,48 @@ def test_wrong_type_and_validate():
     with pytest.raises(ConfigError, match="optim.lr"):
         build_config(Cfg, overrides=["optim.lr=-1"])
     assert build_config(Cfg, overrides=["strict=yes"]).strict is True
+
+
+@dataclass
+class Lists:
+    inputs: list[str] = field(default_factory=list)
+    sample: int | None = None
+    ratio: float = 0.5
+
+
+def test_lists_optionals_and_yaml_errors(tmp_path):
+    cfg = build_config(Lists, overrides=["inputs=a.jsonl,b.jsonl", "sample=10", "ratio=1"])
+    assert cfg.inputs == ["a.jsonl", "b.jsonl"] and cfg.sample == 10 and cfg.ratio == 1.0
+    assert build_config(Lists, cli={"sample": None}).sample is None
+    assert build_config(Cfg, overrides=["strict=off"]).strict is False
+    with pytest.raises(ConfigError, match="not found"):
+        build_config(Lists, config_file=tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        build_config(Lists, config_file=bad)
+    bad.write_text("inputs: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        build_config(Lists, config_file=bad)
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        build_config(Lists, overrides=["ratio"])
+    with pytest.raises(ConfigError, match="ratio"):
+        build_config(Lists, overrides=["ratio=true"])
+
+
+def test_explicit_cli_values_keeps_only_typed_flags():
+    import typer
+    from typer.testing import CliRunner
+
+    from longctx.config import explicit_cli_values
+
+    seen = {}
+    app = typer.Typer()
+
+    @app.command()
+    def cmd(ctx: typer.Context, steps: int = 10, name: str = "x") -> None:
+        seen.update(explicit_cli_values(ctx, {"steps": steps, "name": name}))
+
+    result = CliRunner().invoke(app, ["--name", "typed"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"name": "typed"}  # the default of --steps must not override a YAML value

@@ -42,6 +42,9 @@ def _same(a, b) -> None:
     assert a.totals == b.totals and a.sample_rate == b.sample_rate
     for col in ("file_id", "domain", "index", "tokens", "bytes", "chars"):
         assert np.array_equal(getattr(a, col), getattr(b, col)), col
+    assert a.char_hist.keys() == b.char_hist.keys()
+    for d in a.char_hist:
+        assert all(np.array_equal(x, y) for x, y in zip(a.char_hist[d], b.char_hist[d]))
 
 
 def test_counts_match_direct_tokenizer_calls(demo_small, smollm2_tokenizer):
