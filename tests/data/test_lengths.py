@@ -44,7 +44,7 @@ def _same(a, b) -> None:
         assert np.array_equal(getattr(a, col), getattr(b, col)), col
     assert a.char_hist.keys() == b.char_hist.keys()
     for d in a.char_hist:
-        assert all(np.array_equal(x, y) for x, y in zip(a.char_hist[d], b.char_hist[d]))
+        assert all(np.array_equal(x, y) for x, y in zip(a.char_hist[d], b.char_hist[d], strict=True))
 
 
 def test_counts_match_direct_tokenizer_calls(demo_small, smollm2_tokenizer):
