@@ -245,6 +245,22 @@ def _fail_hook(phase: str, count: int) -> None:
         raise RuntimeError(f"simulated interruption ({FAIL_HOOK_ENV}={spec})")
 
 
+def _worker_context(task: ScanTask) -> Any:
+    """'forkserver' (workers forked from a server that imported the scan module and parsed the
+    tokenizer once) where available, else 'spawn'. Never plain fork: the Rust tokenizer's
+    thread pool does not survive it."""
+    import multiprocessing as mp
+
+    from longctx.pack._preload import PRELOAD_ENV
+
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    os.environ[PRELOAD_ENV] = str(Path(task.tokenizer.folder) / "tokenizer.json")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["longctx.pack._preload"])
+    return ctx
+
+
 def _run_scans(
     n_tasks: int,
     make_task: Callable[[int], ScanTask],
@@ -255,8 +271,8 @@ def _run_scans(
 
     ``make_task(k)`` is called when task k is submitted (it may use the results consumed so
     far to skip work; the build makes sure the output never depends on that). Workers are
-    spawned processes (the Rust tokenizer's thread pool and fork do not mix); at most
-    ``2 x workers`` files are in flight, and on stop the pool is terminated at once, so
+    fresh processes (see ``_worker_context``); at most
+    ``workers + 1`` files are in flight, and on stop the pool is terminated at once, so
     little work past the stop point is wasted. Spills are written atomically, so a worker
     killed mid-file leaves nothing a rerun could take for finished.
     """
@@ -265,12 +281,10 @@ def _run_scans(
             if on_result(scan_or_load(make_task(k))):
                 return
         return
-    import multiprocessing as mp
-
-    window = 2 * workers
+    window = workers + 1  # small: a task's skip set is fresher, less is wasted at the stop
     pending: deque[Any] = deque()
     nxt = 0
-    pool = mp.get_context("spawn").Pool(workers, initializer=init_worker)
+    pool = _worker_context(make_task(0)).Pool(workers, initializer=init_worker)
     try:
 
         def fill() -> None:
@@ -291,6 +305,18 @@ def _run_scans(
     finally:
         pool.terminate()
         pool.join()
+        _stop_forkserver()
+
+
+def _stop_forkserver() -> None:
+    """Stop (and wait for) the fork server: no process outlives the build, and the CPU time
+    of the workers it reaped is accounted to this process's children, where it belongs."""
+    import multiprocessing.forkserver as fs
+
+    server = getattr(fs, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None and getattr(server, "_forkserver_pid", None) is not None:
+        stop()
 
 
 # ----------------------------------------------------------------------------- spill access
@@ -689,7 +715,8 @@ def _manifest(
         "files": [{"path": r, "read": i in read} for i, r in enumerate(rels)],
         "tokenizer": tokenizer,
         "documents_selected": int(first.sum()),
-        "seconds": {"wall": round(timer.wall, 3), "cpu": round(timer.cpu, 3)},
+        "seconds": {"wall": round(timer.wall, 3), "cpu": round(timer.cpu, 3),
+                    "scan_cpu_used_files": round(sum(s.get("cpu_s", 0.0) for s in summaries), 3)},
         "python": sys.version.split()[0],
     }
 

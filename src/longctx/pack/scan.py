@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,6 +154,7 @@ def _batches(task: ScanTask, docs: Iterator[Document], stats: dict[str, Counter]
 
 def scan_file(task: ScanTask) -> dict[str, Any]:
     """Scan one file; write its spill and marker; return the marker's summary."""
+    cpu0 = time.process_time()
     tok = _tokenizer(task.tokenizer)
     fields = Fields(text=task.text_field, domain=task.domain_field)
     skipped: Counter = Counter()
@@ -216,6 +218,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         "domains": domains,  # codes used in the meta file
         "stats": {d: {k: int(c.get(k, 0)) for k in STAT_KEYS} for d, c in sorted(stats.items())},
         "skipped": dict(sorted(skipped.items())),
+        "cpu_s": round(time.process_time() - cpu0, 4),
     }
     tmp_marker = marker_path(task).with_suffix(".json.tmp")
     tmp_marker.write_text(json.dumps(summary))
