@@ -125,7 +125,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """
     out: list[Path] = []
     for raw in inputs:
-        s = str(raw)
+        s = os.path.expanduser(str(raw))
         p = Path(s)
         if p.is_dir():
             found = sorted(
