@@ -20,6 +20,7 @@ from rich.table import Table
 from longctx.errors import LongctxError
 
 MODEL = "smollm2-135m"
+NATIVE_CONTEXT = 8192  # SmolLM2-135M's pretraining context
 
 
 class DemoError(LongctxError):
@@ -30,16 +31,19 @@ class DemoError(LongctxError):
 class DemoPlan:
     """Sizes chosen so the full demo fits 20 minutes on 2 CPU cores (quick: a few minutes)."""
 
-    data_tokens: str = "64K"
-    seq_len: int = 16384
-    train_seq_len: int = 8192
-    steps: int = 6
+    corpus_mb: float = 3.0
+    seq_len: int = 10240  # packed rows; beyond SmolLM2-135M's 8K pretraining context
+    data_rows: int = 4
+    train_seq_len: int = 10240
+    steps: int = 3
     rope_theta: float = 1e6
     lr: float = 2e-5
-    needle_lengths: list[int] = field(default_factory=lambda: [4096, 8192, 12288, 16384])
+    needle_lengths: list[int] = field(default_factory=lambda: [2048, 6144, 10240])
     needle_depths: list[int] = field(default_factory=lambda: [0, 50, 100])
-    loss_buckets: str = "0-4096,4096-16384"
-    loss_positions: str = "1024,4096,8192,16384"
+    max_new_tokens: int = 12  # a 7-digit RULER value is 7 digit tokens in SmolLM2
+    loss_buckets: str = "0-4096,4096-10240"
+    loss_positions: str = "1024,4096,10240"
+    loss_rows: int = 1
     precision: str = "bf16"
     quick_mode: bool = False
 
@@ -50,14 +54,16 @@ class DemoPlan:
     @classmethod
     def quick(cls) -> DemoPlan:
         return cls(
-            data_tokens="8K",
+            corpus_mb=1.0,
             seq_len=2048,
+            data_rows=2,
             train_seq_len=1024,
             steps=2,
             needle_lengths=[512, 1024],
             needle_depths=[0, 100],
             loss_buckets="0-512,512-2048",
             loss_positions="256,1024,2048",
+            loss_rows=1,
             quick_mode=True,
         )
 
@@ -75,21 +81,23 @@ def _steps(out: Path, plan: DemoPlan) -> list[Step]:
     train, trained = out / "train", out / "train" / "final"
     lengths = ",".join(str(n) for n in plan.needle_lengths)
     depths = ",".join(str(d) for d in plan.needle_depths)
-    needle_common = ["--lengths", lengths, "--depths", depths, "--needle", "ruler"]
+    needle_common = ["--lengths", lengths, "--depths", depths, "--needle", "ruler",
+                     "--max-new-tokens", str(plan.max_new_tokens)]
     loss_common = ["--data", str(data), "--buckets", plan.loss_buckets,
-                   "--positions", plan.loss_positions]
+                   "--positions", plan.loss_positions, "--max-rows", str(plan.loss_rows)]
     return [
-        Step("demo corpus", corpus, ["data", "demo-corpus", "--out", str(corpus)],
+        Step("demo corpus", corpus,
+             ["data", "demo-corpus", "--out", str(corpus), "--max-mb", f"{plan.corpus_mb:g}"],
              "a SlimPajama-layout corpus from text every Python install has"),
         Step("statistics", stats, ["data", "stats", str(corpus), "--out", str(stats)],
              "per-domain token shares and long-document shares of the corpus"),
         Step("mixture", data,
              ["data", "build", str(corpus), "--out", str(data), "--strategy", "per_source",
-              "--tokens", plan.data_tokens, "--seq-len", str(plan.seq_len)],
+              "--tokens", str(plan.data_rows * plan.seq_len), "--seq-len", str(plan.seq_len)],
              f"per-source length upsampling, packed into {plan.seq_len:,}-token rows"),
         Step("needle before", out / "needle-before",
              ["eval", "needle", "--model", MODEL, "--out", str(out / "needle-before"),
-              *needle_common],
+              *needle_common, "--trained-length", str(NATIVE_CONTEXT)],
              f"{MODEL} as shipped (8K context, RoPE base 1e5), lengths {lengths}"),
         Step("loss before", out / "loss-before",
              ["eval", "loss", "--model", MODEL, "--out", str(out / "loss-before"), *loss_common],
@@ -103,7 +111,7 @@ def _steps(out: Path, plan: DemoPlan) -> list[Step]:
              f"RoPE base {plan.rope_theta:g}"),
         Step("needle after", out / "needle-after",
              ["eval", "needle", "--model", str(trained), "--out", str(out / "needle-after"),
-              *needle_common],
+              *needle_common, "--trained-length", str(max(NATIVE_CONTEXT, plan.train_seq_len))],
              "the continually pretrained model on the same grid"),
         Step("loss after", out / "loss-after",
              ["eval", "loss", "--model", str(trained), "--out", str(out / "loss-after"),
@@ -112,12 +120,11 @@ def _steps(out: Path, plan: DemoPlan) -> list[Step]:
     ]
 
 
-def _finished(folder: Path) -> bool:
+def _manifest_bytes(folder: Path) -> bytes | None:
     try:
-        m = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(m, dict) and m.get("status") == "done"
+        return (folder / "manifest.json").read_bytes()
+    except OSError:
+        return None
 
 
 def run_cli(argv: Sequence[str]) -> None:
@@ -142,7 +149,7 @@ def run_demo(out: Path, plan: DemoPlan, console: Console | None = None) -> Path:
     timings: list[tuple[str, str, float]] = []
     t_all = time.perf_counter()
     for i, step in enumerate(steps, 1):
-        reused = _finished(step.folder)
+        before = _manifest_bytes(step.folder)
         console.print(f"\n[bold cyan][{i}/{len(steps) + 1}] {step.name}[/]: {step.what}")
         console.print(f"[dim]$ longctx {' '.join(step.argv)}[/]", highlight=False)
         t0 = time.perf_counter()
@@ -156,8 +163,11 @@ def run_demo(out: Path, plan: DemoPlan, console: Console | None = None) -> Path:
         except LongctxError as e:
             raise DemoError(f"demo step '{step.name}' failed: {e}") from None
         dt = time.perf_counter() - t0
+        # a stage that skipped itself leaves its finished manifest untouched
+        reused = before is not None and _manifest_bytes(step.folder) == before
         timings.append((step.name, "reused" if reused else "ran", dt))
         console.print(f"[green]✓ {step.name}[/] ({'reused' if reused else f'{dt:.1f} s'})")
+        _show(console, step)
     console.print(f"\n[bold cyan][{len(steps) + 1}/{len(steps) + 1}] report[/]")
     from longctx.report.cli import write_report
 
@@ -168,6 +178,33 @@ def run_demo(out: Path, plan: DemoPlan, console: Console | None = None) -> Path:
     _summary(console, out, timings, time.perf_counter() - t_all)
     console.print(f"\n[bold green]Report:[/] {report.resolve()} ({images} images)")
     return report
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _show(console: Console, step: Step) -> None:
+    """A few headline numbers of the step's output, read from its output files."""
+    f = step.folder
+    if (n := _load(f / "needle.json")) and isinstance(n.get("cells"), list):
+        by_len: dict[int, list[float]] = {}
+        for c in n["cells"]:
+            by_len.setdefault(int(c["length"]), []).append(float(c["score"]))
+        per = ", ".join(f"{k:,}: {sum(v) / len(v):.2f}" for k, v in sorted(by_len.items()))
+        console.print(f"needle average {float(n.get('average', 0)):.3f} (by length {per})")
+    elif (loss := _load(f / "loss.json")) and isinstance(loss.get("overall"), dict):
+        vals = ", ".join(f"{k}: {v:.3f}" for k, v in loss["overall"].items() if v is not None)
+        console.print(f"mean token loss by position ({vals}), on rows of the training mixture")
+    elif (f / "metrics.jsonl").is_file():
+        rows = [json.loads(x) for x in (f / "metrics.jsonl").read_text().splitlines() if x]
+        if rows:
+            console.print(f"loss {rows[0]['loss']:.3f} (step 1) -> {rows[-1]['loss']:.3f} "
+                          f"(step {rows[-1]['step']})")
 
 
 def _summary(console: Console, out: Path, timings: list[tuple[str, str, float]],
