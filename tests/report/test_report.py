@@ -204,3 +204,25 @@ def test_needle_before_after_comparison(tmp_path: Path, run_dir: Path) -> None:
     assert before == ["needle-before", "smollm2-135m", "0.667", "baseline", "0.667", "0.667"]
     # after: every cell 1.0 -> +1/3 against the first needle run
     assert after == ["needle-after", "smollm2-135m-trained", "1.000", "+0.333", "1.000", "1.000"]
+
+
+def test_report_reads_files_only_never_stage_code(tmp_path: Path, run_dir: Path) -> None:
+    """The report depends on the output contracts, not on the stages' Python modules."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from longctx.report.cli import write_report\n"
+        f"write_report([Path({str(run_dir)!r})], Path({str(tmp_path / 'r.html')!r}))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[:2] in (['longctx', 'data'],"
+        " ['longctx', 'eval'], ['longctx', 'train'], ['longctx', 'mix'], ['longctx', 'pack'])"
+        " or m == 'torch')\n"
+        "print('IMPORTED', bad)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "IMPORTED []" in proc.stdout
+    assert (tmp_path / "r.html").is_file()

@@ -309,10 +309,14 @@ def _loss_section(page: _Page, out: StageOutput) -> None:
     buckets = list(loss.get("buckets") or [])
     page.add(f"<h3>Loss by domain and position <span class=meta>({esc(out.label)}, model "
              f"{esc(loss.get('model'))})</span></h3>")
+    counts = (loss.get("tokens") or {}).get("domains") or {}
     rows = []
     for name, vals in (loss.get("domains") or {}).items():
-        vals = vals or {}
-        rows.append([esc(name)] + [fmt(_num(vals.get(b))) for b in buckets])
+        vals, n = vals or {}, counts.get(name) or {}
+        rows.append([esc(name)] + [
+            fmt(_num(vals.get(b))) + (f' <span class="meta">({fmt(n[b])} tok)</span>'
+                                      if isinstance(n.get(b), int) else "")
+            for b in buckets])
     overall = loss.get("overall") or {}
     if overall:
         rows.append(["<b>overall</b>"] + [fmt(_num(overall.get(b))) for b in buckets])
@@ -333,7 +337,9 @@ def _bookqa_section(page: _Page, out: StageOutput) -> None:
              f'<span class="kpi">questions: <b>{fmt(b.get("n"))}</b></span></p>')
     items = [i for i in (b.get("items") or []) if isinstance(i, dict)][:50]
     if items:
-        keys = [k for k in items[0] if k not in ("context",)][:6]
+        preferred = [k for k in ("id", "question", "answers", "response", "prediction", "f1")
+                     if k in items[0]]
+        keys = preferred or [k for k in items[0] if k != "context"][:6]
         rows = [[f"<pre>{esc(i.get(k))}</pre>" for k in keys] for i in items]
         page.add("<details><summary>items</summary>"
                  + table([esc(k) for k in keys], rows, left=len(keys)) + "</details>")
