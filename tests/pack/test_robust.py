@@ -205,3 +205,27 @@ def test_real_redpajama_per_source(slimpajama_jsonl, tmp_path, tok):
     pred = sum(v["predicted_long_token_fraction"] * v["tokens"] for v in m["domains"].values())
     assert abs(m["long_token_fraction"] - pred / m["tokens_total"]) < 0.03
     assert np.isclose(sum(v["share"] for v in m["domains"].values()), 1.0)
+
+
+def test_sentencepiece_tokenizer_folder_works_in_workers(llama2_tokenizer_model, slimpajama_jsonl,
+                                                         tmp_path):
+    """A LLaMA-2 SentencePiece tokenizer (the paper's) has no tokenizer.json: it is converted
+    once by transformers and the workers use the converted file; ids match transformers."""
+    import shutil
+
+    from longctx.data.tokenizer import load_tokenizer
+
+    folder = tmp_path / "llama2"
+    folder.mkdir()
+    shutil.copy(llama2_tokenizer_model, folder / "tokenizer.model")
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+         "unk_token": "<unk>"}))
+    ref = load_tokenizer(str(folder))
+    assert ref.encode_documents(["Hello world"])[0].tolist() == [1, 15043, 3186]
+    m = run_build(BuildConfig(inputs=[str(slimpajama_jsonl)], out=str(tmp_path / "o"),
+                              tokenizer=str(folder), tokens="64K", seq_len=4096,
+                              long_threshold=4096), progress=False)
+    assert m["tokenizer"]["sha256"] == ref.fingerprint and m["tokenizer"]["bos_id"] == 1
+    assert not (tmp_path / "o" / ".tokenizer").exists()
+    verify_against_tokenizer(tmp_path / "o", slimpajama_jsonl.parent, ref)

@@ -60,6 +60,7 @@ from longctx.stage import Timer, config_hash, is_done, read_manifest, write_mani
 
 STAGE = "data.build"
 WORK_DIR = ".work"
+TOKENIZER_CACHE = ".tokenizer"  # a converted tokenizer.json for workers, when one is needed
 SHARD_BYTES = 256 << 20
 FAIL_HOOK_ENV = "LONGCTX_BUILD_FAIL_AT"  # test hook: "scan:N" / "pack:N" raises mid-build
 
@@ -424,7 +425,8 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
     out = Path(str(cfg.out))
     files = expand_inputs(cfg.inputs)
     rels = stable_file_ids(files)
-    spec: TokenizerSpec = resolve_spec(cfg.tokenizer, add_bos=cfg.bos, add_eos=cfg.eos)
+    spec: TokenizerSpec = resolve_spec(cfg.tokenizer, add_bos=cfg.bos, add_eos=cfg.eos,
+                                       cache_dir=out / TOKENIZER_CACHE)
     tok = spec.load()
     dtype = tok.dtype
     requested = parse_count(str(cfg.tokens), name="tokens")
@@ -454,6 +456,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
         manifest = read_manifest(out) or {}
         if all((out / s["path"]).is_file() for s in manifest.get("shards", [])):
             manifest["skipped_rerun"] = True
+            shutil.rmtree(out / TOKENIZER_CACHE, ignore_errors=True)
             return manifest
 
     out.mkdir(parents=True, exist_ok=True)
@@ -625,6 +628,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
     )
     write_manifest(out, manifest)
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(out / TOKENIZER_CACHE, ignore_errors=True)
     return manifest
 
 

@@ -26,7 +26,7 @@ from longctx.mix.sampling import doc_draws, keeps_short
 from longctx.pack.tok import TokenizerSpec
 
 BATCH_DOCS = 512
-BATCH_BYTES = 8 << 20
+BATCH_BYTES = 1 << 20  # bounds the memory of one encode_batch (Encodings are ~100 B/token)
 
 STAT_KEYS = (
     "docs",  # documents read

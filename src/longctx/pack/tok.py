@@ -97,12 +97,30 @@ def _fast_ids(folder: Path) -> tuple[int | None, int | None] | None:
 
 
 def resolve_spec(
-    spec: str | None, *, add_bos: bool = True, add_eos: bool = False
+    spec: str | None,
+    *,
+    add_bos: bool = True,
+    add_eos: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> TokenizerSpec:
-    """A TokenizerSpec for ``--tokenizer`` (None = embedded SmolLM2), cheap when possible."""
+    """A TokenizerSpec for ``--tokenizer`` (None = embedded SmolLM2), cheap when possible.
+
+    A folder without a plain ``tokenizer.json`` (e.g. a SentencePiece ``tokenizer.model``)
+    is loaded once through transformers here; its converted Rust tokenizer is written to
+    ``cache_dir/tokenizer.json`` so workers load that instead.
+    """
     name, folder = resolve_tokenizer_dir(spec)
     ids = _fast_ids(folder)
-    if ids is None:  # let transformers work it out once, in this process
-        tok = load_tokenizer(spec, add_bos=add_bos, add_eos=add_eos)
-        ids = (tok.bos_id, tok.eos_id)
-    return TokenizerSpec(name, str(folder), ids[0], ids[1], add_bos, add_eos)
+    if ids is not None:
+        return TokenizerSpec(name, str(folder), ids[0], ids[1], add_bos, add_eos)
+    tok = load_tokenizer(spec, add_bos=add_bos, add_eos=add_eos)
+    if cache_dir is None:
+        import tempfile
+
+        cache_dir = tempfile.mkdtemp(prefix="longctx-tokenizer-")
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / "tokenizer.json.tmp"
+    tmp.write_text(tok.backend.to_str())
+    tmp.replace(cache / "tokenizer.json")
+    return TokenizerSpec(name, str(cache), tok.bos_id, tok.eos_id, add_bos, add_eos)
