@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,7 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     for sub in ("corpus", "stats", "data", "needle-before", "train", "needle-after"):
         assert (out / sub / "manifest.json").is_file(), sub
     assert (out / "train" / "final" / "config.json").is_file()
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        from browser_probe import assert_clean, browser_check
+
+        assert_clean(browser_check(report, tmp_path), 4)
