@@ -412,11 +412,31 @@ def _progress(enabled: bool | None):
 # ----------------------------------------------------------------------------- the build
 
 
-def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, Any]:
-    """Build the packed mixture described by ``cfg``; return its manifest."""
+@dataclass
+class ScanPlan:
+    """Everything decided before the first file is read (shared by ``run_build`` and the
+    distributed pre-scan, which must produce the very same per-file scans)."""
+
+    cfg: BuildConfig
+    strategy: Any
+    out: Path
+    work: Path
+    spec: TokenizerSpec
+    tok: Any
+    requested: int
+    rows: int
+    total: int
+    keep: float
+    scan_hash: str
+    out_cfg: dict[str, Any]
+    cfg_hash: str
+    rels: list[str]
+    tasks: list[ScanTask]  # in the seeded reading order
+
+
+def plan_scan(cfg: BuildConfig) -> ScanPlan:
     cfg.validate()
     cfg.require_run_fields()
-    timer = Timer().__enter__()
     strategy = get_strategy(cfg.strategy)
     if not strategy.per_domain and (cfg.mix or cfg.upsample):
         raise MixError("--strategy global ignores domains: --mix/--upsample do not apply")
@@ -425,13 +445,11 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
     out = Path(str(cfg.out))
     files = expand_inputs(cfg.inputs)
     rels = stable_file_ids(files)
-    spec: TokenizerSpec = resolve_spec(cfg.tokenizer, add_bos=cfg.bos, add_eos=cfg.eos,
-                                       cache_dir=out / TOKENIZER_CACHE)
+    spec = resolve_spec(cfg.tokenizer, add_bos=cfg.bos, add_eos=cfg.eos,
+                        cache_dir=out / TOKENIZER_CACHE)
     tok = spec.load()
-    dtype = tok.dtype
     requested = parse_count(str(cfg.tokens), name="tokens")
     rows = -(-requested // cfg.seq_len)
-    total = rows * cfg.seq_len
     keep = strategy.keep_probability(cfg.short_keep)
     inputs_fp = _inputs_fingerprint(files, rels)
     scan_hash = config_hash(
@@ -452,6 +470,37 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
         {"config": out_cfg, "tokenizer": tok.fingerprint, "inputs": inputs_fp,
          "format_version": FORMAT_VERSION}
     )
+    work = out / WORK_DIR
+    order = sorted(range(len(files)), key=lambda i: (_file_order_key(cfg.seed, rels[i]), rels[i]))
+    tasks = [
+        ScanTask(
+            index=i, path=str(files[i]), rel=rels[i], work_dir=str(work), scan_hash=scan_hash,
+            tokenizer=spec, text_field=cfg.text_field, domain_field=cfg.domain_field,
+            seed=cfg.seed, long_threshold=cfg.long_threshold, keep=keep, strict=cfg.strict,
+        )
+        for i in order
+    ]
+    return ScanPlan(cfg, strategy, out, work, spec, tok, requested, rows, rows * cfg.seq_len,
+                    keep, scan_hash, out_cfg, cfg_hash, rels, tasks)
+
+
+def open_work_dir(plan: ScanPlan) -> None:
+    """Create OUT/.work, wiping scans made with different scan settings."""
+    hash_file = plan.work / "scan_hash"
+    if plan.work.exists() and (not hash_file.is_file() or hash_file.read_text() != plan.scan_hash):
+        shutil.rmtree(plan.work)
+    plan.work.mkdir(parents=True, exist_ok=True)
+    hash_file.write_text(plan.scan_hash)
+
+
+def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, Any]:
+    """Build the packed mixture described by ``cfg``; return its manifest."""
+    timer = Timer().__enter__()
+    plan = plan_scan(cfg)
+    strategy, out, work, spec, tok = plan.strategy, plan.out, plan.work, plan.spec, plan.tok
+    dtype = tok.dtype
+    requested, rows, total, keep = plan.requested, plan.rows, plan.total, plan.keep
+    out_cfg, cfg_hash, rels = plan.out_cfg, plan.cfg_hash, plan.rels
     if not cfg.force and is_done(out, cfg_hash):
         manifest = read_manifest(out) or {}
         if all((out / s["path"]).is_file() for s in manifest.get("shards", [])):
@@ -462,23 +511,8 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, {"stage": STAGE, "status": "running", "format_version": FORMAT_VERSION,
                          "config": out_cfg, "config_hash": cfg_hash})
-    work = out / WORK_DIR
-    hash_file = work / "scan_hash"
-    if work.exists() and (not hash_file.is_file() or hash_file.read_text() != scan_hash):
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    hash_file.write_text(scan_hash)
-
-    order = sorted(range(len(files)), key=lambda i: (_file_order_key(cfg.seed, rels[i]), rels[i]))
-    base_tasks = [
-        ScanTask(
-            index=i, path=str(files[i]), rel=rels[i], work_dir=str(work), scan_hash=scan_hash,
-            tokenizer=spec, text_field=cfg.text_field, domain_field=cfg.domain_field,
-            seed=cfg.seed, long_threshold=cfg.long_threshold, keep=keep, strict=cfg.strict,
-        )
-        for i in order
-    ]
-    tasks = base_tasks
+    open_work_dir(plan)
+    base_tasks = tasks = plan.tasks
     stats = InputStats(spec.specials_per_doc)
     summaries: list[dict[str, Any]] = []
 
