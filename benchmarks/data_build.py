@@ -56,8 +56,13 @@ def _baseline(corpus: str) -> dict:
     for i in range(0, len(texts), 256):
         n += sum(len(e.ids) for e in tok.encode_batch(texts[i : i + 256], add_special_tokens=False))
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-    return {"docs": len(texts), "tokens": n, "cpu_s": cpu, "wall_s": wall,
-            "parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "default")}
+    return {
+        "docs": len(texts),
+        "tokens": n,
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "default"),
+    }
 
 
 def _measure(cmd: list[str], env: dict | None = None) -> dict:
@@ -71,8 +76,9 @@ def _measure(cmd: list[str], env: dict | None = None) -> dict:
         "print(json.dumps({'rc': r.returncode, 'wall_s': wall, 'cpu_s': u.ru_utime + u.ru_stime,"
         " 'peak_rss_mb': u.ru_maxrss / 1024, 'stderr': r.stderr.decode()[-2000:]}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True,
-                         env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *cmd], capture_output=True, text=True, env=env, check=True
+    )
     res = json.loads(out.stdout)
     if res["rc"] != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{res['stderr']}")
@@ -81,8 +87,18 @@ def _measure(cmd: list[str], env: dict | None = None) -> dict:
 
 def _build(corpus: str, out: Path, *args: str) -> tuple[dict, dict]:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "longctx", "data", "build", corpus, "--out", str(out),
-           "--no-progress", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "longctx",
+        "data",
+        "build",
+        corpus,
+        "--out",
+        str(out),
+        "--no-progress",
+        *args,
+    ]
     res = _measure(cmd)
     manifest = json.loads((out / "manifest.json").read_text())
     return res, manifest
@@ -101,23 +117,32 @@ def main() -> None:
     ap.add_argument("--max-mb", type=float, default=30.0)
     ap.add_argument("--files", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--json", default="benchmarks/results/data_build.json")
+    ap.add_argument("--json", default="benchmarks/data_build_results.json")
     ap.add_argument("--_baseline", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a._baseline:
         print(json.dumps(_baseline(a._baseline)))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    corpus = a.corpus or str(_ensure_corpus(
-        Path(tempfile.gettempdir()) / f"longctx-bench-demo{int(a.max_mb)}-{a.files}",
-        a.max_mb, a.files))
+    corpus = a.corpus or str(
+        _ensure_corpus(
+            Path(tempfile.gettempdir()) / f"longctx-bench-demo{int(a.max_mb)}-{a.files}",
+            a.max_mb,
+            a.files,
+        )
+    )
     work = Path(tempfile.mkdtemp(prefix="longctx-bench-"))
     try:
         base = {}
         for par in ("true", "false"):
             env = dict(os.environ, TOKENIZERS_PARALLELISM=par)
-            r = subprocess.run([sys.executable, __file__, "--_baseline", corpus],
-                               capture_output=True, text=True, env=env, check=True)
+            r = subprocess.run(
+                [sys.executable, __file__, "--_baseline", corpus],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
             base[par] = json.loads(r.stdout)
         bare = min(base.values(), key=lambda b: b["cpu_s"])
         corpus_tokens = bare["tokens"]
@@ -125,25 +150,55 @@ def main() -> None:
         # 1. pipeline overhead: every document tokenized
         orig = {}
         for w in (1, a.workers):
-            res, man = _build(corpus, work / f"orig{w}", "--strategy", "original", "--read-all",
-                              "--tokens", str(corpus_tokens), "--seq-len", "8192",
-                              "--workers", str(w))
-            orig[w] = {**res, "tokens_out": man["tokens_total"],
-                       "docs_tokenized": sum(v["tokenized_docs"] for v in man["input"].values())}
+            res, man = _build(
+                corpus,
+                work / f"orig{w}",
+                "--strategy",
+                "original",
+                "--read-all",
+                "--tokens",
+                str(corpus_tokens),
+                "--seq-len",
+                "8192",
+                "--workers",
+                str(w),
+            )
+            orig[w] = {
+                **res,
+                "tokens_out": man["tokens_total"],
+                "docs_tokenized": sum(v["tokenized_docs"] for v in man["input"].values()),
+            }
         # 2. the paper's job
         paper = {}
         for w in (1, a.workers):
-            res, man = _build(corpus, work / f"ps{w}", "--strategy", "per_source",
-                              "--tokens", "600K", "--seq-len", "8192", "--long-threshold", "512",
-                              "--short-keep", "0.1", "--workers", str(w))
-            paper[w] = {**res, "tokens_out": man["tokens_total"],
-                        "files_read": man["input_files"]["read"],
-                        "files_total": man["input_files"]["total"],
-                        "docs_tokenized": sum(v["tokenized_docs"] for v in man["input"].values()),
-                        "docs_read": sum(v["docs"] for v in man["input"].values()),
-                        "shards": [s["sha256"] for s in man["shards"]],
-                        "max_share_error": max(abs(v["share"] - v["target_share"])
-                                               for v in man["domains"].values())}
+            res, man = _build(
+                corpus,
+                work / f"ps{w}",
+                "--strategy",
+                "per_source",
+                "--tokens",
+                "600K",
+                "--seq-len",
+                "8192",
+                "--long-threshold",
+                "512",
+                "--short-keep",
+                "0.1",
+                "--workers",
+                str(w),
+            )
+            paper[w] = {
+                **res,
+                "tokens_out": man["tokens_total"],
+                "files_read": man["input_files"]["read"],
+                "files_total": man["input_files"]["total"],
+                "docs_tokenized": sum(v["tokenized_docs"] for v in man["input"].values()),
+                "docs_read": sum(v["docs"] for v in man["input"].values()),
+                "shards": [s["sha256"] for s in man["shards"]],
+                "max_share_error": max(
+                    abs(v["share"] - v["target_share"]) for v in man["domains"].values()
+                ),
+            }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -181,32 +236,61 @@ def main() -> None:
         },
     }
     rows = [
-        ("bare encode_batch, all docs (parallel / 1 thread)",
-         f"{base['true']['cpu_s']:.2f} / {base['false']['cpu_s']:.2f} CPU-s",
-         f"{base['true']['wall_s']:.2f} / {base['false']['wall_s']:.2f} s", f"{corpus_tokens:,} tok"),
-        *[(f"original --read-all, {k} worker(s)", f"{v['cpu_s']:.2f} CPU-s", f"{v['wall_s']:.2f} s",
-           f"x{v['cpu_s'] / bare['cpu_s']:.2f} bare CPU") for k, v in orig.items()],
-        *[(f"paper job per_source 600K, {k} worker(s)", f"{v['cpu_s']:.2f} CPU-s",
-           f"{v['wall_s']:.2f} s", f"x{v['cpu_s'] / bare['cpu_s']:.2f} bare CPU, "
-           f"{v['files_read']}/{v['files_total']} files") for k, v in paper.items()],
-        ("paper's pipeline (issue 2)", f"~{PAPER_CPU_RATIO:.1f}x bare ({PAPER_CPU_S} CPU-s)",
-         f"{PAPER_WALL_S:.0f} s", "a polling dispatcher and a single reader"),
+        (
+            "bare encode_batch, all docs (parallel / 1 thread)",
+            f"{base['true']['cpu_s']:.2f} / {base['false']['cpu_s']:.2f} CPU-s",
+            f"{base['true']['wall_s']:.2f} / {base['false']['wall_s']:.2f} s",
+            f"{corpus_tokens:,} tok",
+        ),
+        *[
+            (
+                f"original --read-all, {k} worker(s)",
+                f"{v['cpu_s']:.2f} CPU-s",
+                f"{v['wall_s']:.2f} s",
+                f"x{v['cpu_s'] / bare['cpu_s']:.2f} bare CPU",
+            )
+            for k, v in orig.items()
+        ],
+        *[
+            (
+                f"paper job per_source 600K, {k} worker(s)",
+                f"{v['cpu_s']:.2f} CPU-s",
+                f"{v['wall_s']:.2f} s",
+                f"x{v['cpu_s'] / bare['cpu_s']:.2f} bare CPU, "
+                f"{v['files_read']}/{v['files_total']} files",
+            )
+            for k, v in paper.items()
+        ],
+        (
+            "paper's pipeline (issue 2)",
+            f"~{PAPER_CPU_RATIO:.1f}x bare ({PAPER_CPU_S} CPU-s)",
+            f"{PAPER_WALL_S:.0f} s",
+            "a polling dispatcher and a single reader",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"corpus: {corpus} ({bare['docs']:,} docs, {corpus_tokens:,} tokens); "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"corpus: {corpus} ({bare['docs']:,} docs, {corpus_tokens:,} tokens); "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+    )
     for r in rows:
         print(f"{r[0]:<{width}}  {r[1]:>22}  {r[2]:>15}  {r[3]}")
     print(f"pipeline overhead (original, {w} workers): x{overhead:.3f} bare CPU (target <= 1.25)")
-    print(f"paper job: x{paper_cpu_ratio:.3f} bare CPU = {paper_cpu_ratio / PAPER_CPU_RATIO:.2f} of "
-          f"the paper's (target <= 0.5); wall {p['wall_s']:.2f} s = "
-          f"{p['wall_s'] / PAPER_WALL_S:.2f} of the paper's 16 s (target <= 0.33)")
-    print(f"peak RSS (largest process): {result['peak_rss_mb']:.0f} MB; tokens/CPU-s: bare "
-          f"{result['bare_tokens_per_cpu_s']:,.0f}, original {result['original_tokens_per_cpu_s']:,.0f}, "
-          f"paper job output {result['paper_job_out_tokens_per_cpu_s']:,.0f}")
-    print(f"projection: 5B output tokens (per_source) on a 64-core node ~ "
-          f"{result['projection_5B_from_slimpajama_64_cores_hours']:.2f} h "
-          f"(paper: ~1 h on 200 processes)")
+    print(
+        f"paper job: x{paper_cpu_ratio:.3f} bare CPU = {paper_cpu_ratio / PAPER_CPU_RATIO:.2f} of "
+        f"the paper's (target <= 0.5); wall {p['wall_s']:.2f} s = "
+        f"{p['wall_s'] / PAPER_WALL_S:.2f} of the paper's 16 s (target <= 0.33)"
+    )
+    print(
+        f"peak RSS (largest process): {result['peak_rss_mb']:.0f} MB; tokens/CPU-s: bare "
+        f"{result['bare_tokens_per_cpu_s']:,.0f}, original {result['original_tokens_per_cpu_s']:,.0f}, "
+        f"paper job output {result['paper_job_out_tokens_per_cpu_s']:,.0f}"
+    )
+    print(
+        f"projection: 5B output tokens (per_source) on a 64-core node ~ "
+        f"{result['projection_5B_from_slimpajama_64_cores_hours']:.2f} h "
+        f"(paper: ~1 h on 200 processes)"
+    )
     print("targets:", json.dumps(result["targets"]))
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -229,3 +229,19 @@ def test_sentencepiece_tokenizer_folder_works_in_workers(llama2_tokenizer_model,
     assert m["tokenizer"]["sha256"] == ref.fingerprint and m["tokenizer"]["bos_id"] == 1
     assert not (tmp_path / "o" / ".tokenizer").exists()
     verify_against_tokenizer(tmp_path / "o", slimpajama_jsonl.parent, ref)
+
+
+def test_parquet_input_builds_with_exact_budgets(gen_corpus, tmp_path, tok):
+    import pyarrow as pa
+
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    for f in sorted(gen_corpus.glob("*.jsonl"))[:3]:
+        recs = [json.loads(x) for x in f.read_text().splitlines()]
+        pq.write_table(pa.Table.from_pylist(recs), folder / (f.stem + ".parquet"))
+    m = run_build(BuildConfig(inputs=[str(folder)], out=str(tmp_path / "o"), tokens="20K",
+                              seq_len=1024, long_threshold=512), progress=False)
+    assert m["tokens_total"] == 20 * 1024 and not m["skipped"]
+    for v in m["domains"].values():
+        assert v["tokens"] == v["target_tokens"]
+    assert m["files"][0]["path"].endswith(".parquet")
