@@ -39,53 +39,102 @@ sys.path.insert(0, str(REPO / "src"))
 
 ARCH: dict[str, dict[str, Any]] = {
     # SmolLM2-135M (the embedded model's config.json)
-    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
-                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                         tie_word_embeddings=True),
+    "smollm2-135m": dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        tie_word_embeddings=True,
+    ),
     # 1B class: the shape of Llama-3.2-1B
-    "llama-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
-                     num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                     tie_word_embeddings=True),
+    "llama-1b": dict(
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+    ),
     # 8B class: the shape of Llama-3-8B
-    "llama-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-                     num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
-                     tie_word_embeddings=False),
+    "llama-8b": dict(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+    ),
     # the test model (vocab of the embedded tokenizer)
-    "tiny": dict(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
+    "tiny": dict(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
 }
 
 K = 1024
 CPU_CASES = [
     *[dict(name=f"tiny-{n}-fp32", arch="tiny", seq_len=n, steps=3) for n in (256, 1024, 4096)],
-    *[dict(name=f"smollm2-{n}-fp32", arch="smollm2-135m", seq_len=n, steps=2)
-      for n in (256, 512, 1024, 2048)],
+    *[
+        dict(name=f"smollm2-{n}-fp32", arch="smollm2-135m", seq_len=n, steps=2)
+        for n in (256, 512, 1024, 2048)
+    ],
     dict(name="smollm2-1024-bf16", arch="smollm2-135m", seq_len=1024, steps=2, bf16=True),
 ]
 # GPU groups run in order, each in its own process; the most important results come first.
 GPU_GROUPS: list[dict[str, Any]] = [
-    dict(timeout=190, cases=[
-        dict(name="llama1b-32k", arch="llama-1b", seq_len=32 * K, checkpointing=False),
-        dict(name="llama1b-32k-ckpt", arch="llama-1b", seq_len=32 * K),
-        dict(name="llama1b-16k", arch="llama-1b", seq_len=16 * K, checkpointing=False),
-        dict(name="llama1b-64k-ckpt", arch="llama-1b", seq_len=64 * K),
-        dict(name="smollm2-16k", arch="smollm2-135m", seq_len=16 * K, checkpointing=False),
-        dict(name="smollm2-32k", arch="smollm2-135m", seq_len=32 * K, checkpointing=False),
-        dict(name="smollm2-64k-ckpt", arch="smollm2-135m", seq_len=64 * K),
-        dict(name="llama1b-32k-docmask-flex", arch="llama-1b", seq_len=32 * K,
-             checkpointing=False, doc_mask=True),
-        dict(name="flex-docmask-parity", kind="parity"),
-    ]),
-    dict(timeout=160, cases=[
-        dict(name="llama8b-64k-offload", arch="llama-8b", seq_len=64 * K, offload=True, steps=1,
-             cap=90),
-    ]),
+    dict(
+        timeout=190,
+        cases=[
+            dict(name="llama1b-32k", arch="llama-1b", seq_len=32 * K, checkpointing=False),
+            dict(name="llama1b-32k-ckpt", arch="llama-1b", seq_len=32 * K),
+            dict(name="llama1b-16k", arch="llama-1b", seq_len=16 * K, checkpointing=False),
+            dict(name="llama1b-64k-ckpt", arch="llama-1b", seq_len=64 * K),
+            dict(name="smollm2-16k", arch="smollm2-135m", seq_len=16 * K, checkpointing=False),
+            dict(name="smollm2-32k", arch="smollm2-135m", seq_len=32 * K, checkpointing=False),
+            dict(name="smollm2-64k-ckpt", arch="smollm2-135m", seq_len=64 * K),
+            dict(
+                name="llama1b-32k-docmask-flex",
+                arch="llama-1b",
+                seq_len=32 * K,
+                checkpointing=False,
+                doc_mask=True,
+            ),
+            dict(name="flex-docmask-parity", kind="parity"),
+        ],
+    ),
+    dict(
+        timeout=160,
+        cases=[
+            dict(
+                name="llama8b-64k-offload",
+                arch="llama-8b",
+                seq_len=64 * K,
+                offload=True,
+                steps=1,
+                cap=90,
+            ),
+        ],
+    ),
     dict(timeout=100, cases=[dict(name="e2e-longctx-train-cuda", kind="e2e")]),
 ]
 
 PEAK_BF16 = [  # dense bf16 tensor-core peak, FLOP/s (vendor datasheets)
-    ("H100 PCIE", 756e12), ("H100", 989.4e12), ("H200", 989.4e12), ("GH200", 989.4e12),
-    ("A100", 312e12), ("L40S", 362e12), ("A10", 125e12),
+    ("H100 PCIE", 756e12),
+    ("H100", 989.4e12),
+    ("H200", 989.4e12),
+    ("GH200", 989.4e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("A10", 125e12),
 ]
 
 
@@ -127,9 +176,12 @@ def build(case: dict, device: Any) -> tuple[Any, Any, str]:
 
     seq_len = case["seq_len"]
     attn = "flex_attention" if case.get("doc_mask") and device.type == "cuda" else "sdpa"
-    cfg = LlamaConfig(**ARCH[case["arch"]], max_position_embeddings=seq_len,
-                      rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
-                      use_cache=False)
+    cfg = LlamaConfig(
+        **ARCH[case["arch"]],
+        max_position_embeddings=seq_len,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+        use_cache=False,
+    )
     mode = "fp32 master + bf16 autocast" if case.get("bf16", device.type == "cuda") else "fp32"
     if case.get("offload"):
         # 8B on one GPU: bf16 weights (fp32 master copies + Adam would not fit in 128 GB host
@@ -138,13 +190,19 @@ def build(case: dict, device: Any) -> tuple[Any, Any, str]:
 
         setup(device.type, need_group=True)
         with torch.device("meta"):
-            model = LlamaForCausalLM._from_config(cfg, attn_implementation=attn,
-                                                  dtype=torch.bfloat16)
+            model = LlamaForCausalLM._from_config(
+                cfg, attn_implementation=attn, dtype=torch.bfloat16
+            )
         enable_checkpointing(model)
         wrapper = CausalLMWithLoss(model, case.get("ce_chunk", 4096))
         # (offload needs CUDA; on CPU the same meta-init + sharding flow runs without it)
-        shard(wrapper, list(model.model.layers), bf16=False,
-              cpu_offload=device.type == "cuda", device=device)
+        shard(
+            wrapper,
+            list(model.model.layers),
+            bf16=False,
+            cpu_offload=device.type == "cuda",
+            device=device,
+        )
         wrapper.to_empty(device="cpu")
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
@@ -159,8 +217,9 @@ def build(case: dict, device: Any) -> tuple[Any, Any, str]:
         mode = "bf16 weights, FSDP2 CPU offload"
     else:
         with torch.device(device):
-            model = LlamaForCausalLM._from_config(cfg, attn_implementation=attn,
-                                                  dtype=torch.float32)
+            model = LlamaForCausalLM._from_config(
+                cfg, attn_implementation=attn, dtype=torch.float32
+            )
         if case.get("checkpointing", True):
             enable_checkpointing(model)
         wrapper = CausalLMWithLoss(model, case.get("ce_chunk", 4096))
@@ -216,8 +275,7 @@ def run_case(case: dict) -> dict:
         if on_gpu:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and not offload \
-            else _null()
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and not offload else _null()
         with ctx:
             s, n = wrapper(ids, pos, tgt)
         (s / n).backward()
@@ -242,18 +300,34 @@ def run_case(case: dict) -> dict:
     tokens = L
     flops, flops_full = flops_per_step(model, L, tokens)
     rec: dict[str, Any] = {
-        "name": case["name"], "arch": case["arch"], "seq_len": L, "mode": mode,
+        "name": case["name"],
+        "arch": case["arch"],
+        "seq_len": L,
+        "mode": mode,
         "checkpointing": case.get("checkpointing", True) or offload,
-        "ce_chunk": case.get("ce_chunk", 4096), "cpu_offload": offload,
+        "ce_chunk": case.get("ce_chunk", 4096),
+        "cpu_offload": offload,
         "doc_mask": bool(case.get("doc_mask")),
-        "params": count_parameters(model), "matmul_params": matmul_params(model),
-        "build_s": round(build_s, 2), "warmup_s": round(warm, 3),
-        "step_s": [round(t, 4) for t in times], "median_step_s": round(sec, 4),
-        "tokens_per_s": tokens / sec, "model_tflops_per_step": flops / 1e12,
+        "params": count_parameters(model),
+        "matmul_params": matmul_params(model),
+        "build_s": round(build_s, 2),
+        "warmup_s": round(warm, 3),
+        "step_s": [round(t, 4) for t in times],
+        "median_step_s": round(sec, 4),
+        "tokens_per_s": tokens / sec,
+        "model_tflops_per_step": flops / 1e12,
     }
-    est = estimate(model.config, params=count_parameters(model), seq_len=L, micro_batch=1,
-                   world=1, fsdp=offload, cpu_offload=offload,
-                   checkpointing=rec["checkpointing"], ce_chunk=rec["ce_chunk"])
+    est = estimate(
+        model.config,
+        params=count_parameters(model),
+        seq_len=L,
+        micro_batch=1,
+        world=1,
+        fsdp=offload,
+        cpu_offload=offload,
+        checkpointing=rec["checkpointing"],
+        ce_chunk=rec["ce_chunk"],
+    )
     rec["preflight_estimate_gb"] = est.total / 1024**3
     if on_gpu:
         name = torch.cuda.get_device_name(device)
@@ -286,17 +360,29 @@ def flex_parity() -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=1024, use_cache=False)
+    cfg = LlamaConfig(
+        vocab_size=1000,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        use_cache=False,
+    )
     dev = torch.device("cuda")
     res: dict[str, Any] = {"name": "flex-docmask-parity"}
     cuts = [0, 300, 700, 1024]
     ids = torch.randint(0, 1000, (1, 1024), device=dev)
-    pos = torch.cat([torch.arange(b - a) for a, b in zip(cuts[:-1], cuts[1:], strict=False)])[None].to(dev)
+    pos = torch.cat([torch.arange(b - a) for a, b in zip(cuts[:-1], cuts[1:], strict=False)])[
+        None
+    ].to(dev)
     for attn in ("flex_attention", "sdpa"):
-        m = LlamaForCausalLM._from_config(cfg, attn_implementation=attn,
-                                          dtype=torch.float32).to(dev).eval()
+        m = (
+            LlamaForCausalLM._from_config(cfg, attn_implementation=attn, dtype=torch.float32)
+            .to(dev)
+            .eval()
+        )
         m.load_state_dict(_PARITY_STATE.setdefault("sd", m.state_dict()))
         with torch.no_grad():
             packed = m(ids, position_ids=pos, use_cache=False).logits[0].float()
@@ -306,8 +392,11 @@ def flex_parity() -> dict:
                 diffs.append(float((packed[a:b] - alone).abs().max()))
             plain = m(ids, use_cache=False).logits[0].float()
             leak = float((plain[300:700] - packed[300:700]).abs().max())
-        res[attn] = {"max_abs_diff_vs_separate": max(diffs), "diff_without_mask": leak,
-                     "ok": max(diffs) < 1e-3 < leak}
+        res[attn] = {
+            "max_abs_diff_vs_separate": max(diffs),
+            "diff_without_mask": leak,
+            "ok": max(diffs) < 1e-3 < leak,
+        }
     return res
 
 
@@ -337,20 +426,60 @@ def e2e_cli() -> dict:
     w = ShardWriter(tmp / "data" / "s0.arrow", seq, np.uint16)
     ids = rng.integers(0, 512, size=(8, seq)).astype(np.uint16)
     w.write(ids, [[0, 700, 1500, seq]] * 8, [[0, 0, 0]] * 8, [False] * 8)
-    write_manifest(tmp / "data", {"stage": "data.build", "status": "done", "seq_len": seq,
-                                  "domain_vocab": ["x"], "shards": [w.close()],
-                                  "tokenizer": {"name": str(tmp / "tok"), "sha256": t.fingerprint}})
+    write_manifest(
+        tmp / "data",
+        {
+            "stage": "data.build",
+            "status": "done",
+            "seq_len": seq,
+            "domain_vocab": ["x"],
+            "shards": [w.close()],
+            "tokenizer": {"name": str(tmp / "tok"), "sha256": t.fingerprint},
+        },
+    )
     out = tmp / "out"
-    cmd = [sys.executable, "-m", "longctx.train", "--data", str(tmp / "data"), "--out",
-           str(out), "--model", "tiny", "--steps", "3", "--batch-tokens", "4096",
-           "--doc-mask", "mask", "--lr", "1e-3", "--tiny-hidden", "256", "--tiny-heads", "4",
-           "--tiny-kv-heads", "2", "--tiny-intermediate", "512"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "longctx.train",
+        "--data",
+        str(tmp / "data"),
+        "--out",
+        str(out),
+        "--model",
+        "tiny",
+        "--steps",
+        "3",
+        "--batch-tokens",
+        "4096",
+        "--doc-mask",
+        "mask",
+        "--lr",
+        "1e-3",
+        "--tiny-hidden",
+        "256",
+        "--tiny-heads",
+        "4",
+        "--tiny-kv-heads",
+        "2",
+        "--tiny-intermediate",
+        "512",
+    ]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=90,
-                       env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    rec: dict[str, Any] = {"name": "e2e-longctx-train-cuda", "rc": p.returncode,
-                           "seconds": round(time.perf_counter() - t0, 1),
-                           "stdout_tail": p.stdout[-1500:], "stderr_tail": p.stderr[-1500:]}
+    p = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    rec: dict[str, Any] = {
+        "name": "e2e-longctx-train-cuda",
+        "rc": p.returncode,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "stdout_tail": p.stdout[-1500:],
+        "stderr_tail": p.stderr[-1500:],
+    }
     if p.returncode == 0:
         from transformers import AutoModelForCausalLM
 
@@ -376,13 +505,21 @@ def child(cases: list[dict], jsonl: Path) -> None:
         except Exception as e:  # noqa: BLE001 - a benchmark records, it does not stop
             import traceback
 
-            rec = {"name": case["name"], "status": "error", "error": repr(e)[:500],
-                   "traceback": traceback.format_exc()[-2000:]}
+            rec = {
+                "name": case["name"],
+                "status": "error",
+                "error": repr(e)[:500],
+                "traceback": traceback.format_exc()[-2000:],
+            }
         rec["wall_s"] = round(time.perf_counter() - t0, 1)
         with open(jsonl, "a") as f:
             f.write(json.dumps(rec, default=str) + "\n")
-        print(json.dumps({k: v for k, v in rec.items() if k not in ("traceback",)},
-                         default=str)[:600], flush=True)
+        print(
+            json.dumps({k: v for k, v in rec.items() if k not in ("traceback",)}, default=str)[
+                :600
+            ],
+            flush=True,
+        )
         import gc
 
         gc.collect()
@@ -403,8 +540,16 @@ def spawn(cases: list[dict], jsonl: Path, timeout: float) -> None:
     for c in cases:
         if c["name"] not in got:
             with open(jsonl, "a") as f:
-                f.write(json.dumps({"name": c["name"], "status": "not finished (time cap, "
-                                    "crash or host OOM)", "timeout_s": timeout}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "name": c["name"],
+                            "status": "not finished (time cap, crash or host OOM)",
+                            "timeout_s": timeout,
+                        }
+                    )
+                    + "\n"
+                )
 
 
 def _names(jsonl: Path) -> set[str]:
@@ -427,15 +572,21 @@ def summarize(out: Path, gpu: bool, started: float) -> dict:
             env["gpu"] = torch.cuda.get_device_name(0)
     except Exception:  # noqa: BLE001
         pass
-    summary = {"mode": "gpu" if gpu else "cpu", "environment": env,
-               "seconds": round(time.perf_counter() - started, 1), "cases": recs}
+    summary = {
+        "mode": "gpu" if gpu else "cpu",
+        "environment": env,
+        "seconds": round(time.perf_counter() - started, 1),
+        "cases": recs,
+    }
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(f"\n{'case':30} {'status':8} {'tok/s':>10} {'MFU':>6} {'peak GB':>8} {'est GB':>7}")
     for r in recs:
         mem = r.get("peak_mem_gb", r.get("peak_rss_gb"))
-        print(f"{r['name']:30} {r.get('status', '?')[:8]:8} {r.get('tokens_per_s', 0):10.0f} "
-              f"{(r.get('mfu') or 0) * 100:5.1f}% {mem or 0:8.2f} "
-              f"{r.get('preflight_estimate_gb', 0):7.2f}")
+        print(
+            f"{r['name']:30} {r.get('status', '?')[:8]:8} {r.get('tokens_per_s', 0):10.0f} "
+            f"{(r.get('mfu') or 0) * 100:5.1f}% {mem or 0:8.2f} "
+            f"{r.get('preflight_estimate_gb', 0):7.2f}"
+        )
     return summary
 
 
@@ -444,8 +595,11 @@ def main() -> None:
     ap.add_argument("--gpu", action="store_true", help="GPU mode (MFU, 8B fit, flex, e2e)")
     ap.add_argument("--out", default=None, help="results folder [gpu_results | bench_results]")
     ap.add_argument("--only", default=None, help="comma-separated case names to run")
-    ap.add_argument("--summarize", action="store_true",
-                    help="only (re)write OUT/results.json from OUT/results.jsonl")
+    ap.add_argument(
+        "--summarize",
+        action="store_true",
+        help="only (re)write OUT/results.json from OUT/results.jsonl",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--jsonl", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

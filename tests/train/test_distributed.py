@@ -41,17 +41,21 @@ def losses(out: Path) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_two_process_fsdp_matches_single_process(packed_dir, tmp_path):
+def test_two_process_fsdp_matches_single_process(packed_dir, eval_dir, tmp_path):
     ref, mixed = tmp_path / "ref", tmp_path / "mixed"
-    longctx(["train", "--data", str(packed_dir), "--out", str(ref), "--steps", "3", *FLAGS])
-    longctx(["train", "--data", str(packed_dir), "--out", str(mixed), "--steps", "2", *FLAGS])
+    # 3 held-out rows over 2 ranks: uneven shares must not hang FSDP's collectives
+    flags = [*FLAGS, "--eval-data", str(eval_dir), "--eval-rows", "3", "--eval-every", "3"]
+    longctx(["train", "--data", str(packed_dir), "--out", str(ref), "--steps", "3", *flags])
+    longctx(["train", "--data", str(packed_dir), "--out", str(mixed), "--steps", "2", *flags])
     res = longctx(["train", "--data", str(packed_dir), "--out", str(mixed), "--steps", "3",
-                   *FLAGS], nproc=2)
+                   *flags], nproc=2)
     assert "resumed" in res.stdout and "x 2 ranks" in res.stdout
     a, b = losses(ref), losses(mixed)
     assert sorted(b) == [1, 2, 3]
     assert abs(a[3] - b[3]) / a[3] < 1e-4
     manifest = json.loads((mixed / "manifest.json").read_text())
+    ref_manifest = json.loads((ref / "manifest.json").read_text())
+    assert abs(manifest["final_eval_loss"] - ref_manifest["final_eval_loss"]) < 1e-4
     assert manifest["world_size"] == 2 and manifest["status"] == "done"
     ckpt = mixed / "checkpoints" / "step_00000003"
     assert (ckpt / "rng_rank0.pt").is_file() and (ckpt / "rng_rank1.pt").is_file()

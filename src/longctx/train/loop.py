@@ -97,16 +97,19 @@ def evaluate(wrapper: Any, rows: TrainRows, n: int, d: distrib.Dist, autocast: A
     """Mean next-token loss over the first ``n`` rows of the held-out set (split over ranks)."""
     import torch
 
-    ids = list(range(min(n, len(rows))))[d.rank :: d.world]
+    n = min(n, len(rows))
+    per_rank = -(-n // d.world)  # every rank runs the same number of forwards (FSDP collectives)
     total = count = 0.0
     wrapper.eval()
     with torch.no_grad():
-        for i in ids:
-            tensors = _to_tensors(rows.batch([i]), d.device)
+        for k in range(per_rank):
+            i = d.rank + k * d.world
+            tensors = _to_tensors(rows.batch([i if i < n else 0]), d.device)
             with autocast():
                 s, c = wrapper(*tensors)
-            total += float(s)
-            count += float(c)
+            if i < n:  # padding forwards are not counted
+                total += float(s)
+                count += float(c)
     wrapper.train()
     total = distrib.all_reduce_sum(total, d)
     count = distrib.all_reduce_sum(count, d)
