@@ -582,10 +582,10 @@ def summarize(out: Path, gpu: bool, started: float) -> dict:
     print(f"\n{'case':30} {'status':8} {'tok/s':>10} {'MFU':>6} {'peak GB':>8} {'est GB':>7}")
     for r in recs:
         mem = r.get("peak_mem_gb", r.get("peak_rss_gb"))
+        mfu = f"{r['mfu'] * 100:5.1f}%" if r.get("mfu") is not None else "     -"
         print(
             f"{r['name']:30} {r.get('status', '?')[:8]:8} {r.get('tokens_per_s', 0):10.0f} "
-            f"{(r.get('mfu') or 0) * 100:5.1f}% {mem or 0:8.2f} "
-            f"{r.get('preflight_estimate_gb', 0):7.2f}"
+            f"{mfu} {mem or 0:8.2f} {r.get('preflight_estimate_gb', 0):7.2f}"
         )
     return summary
 
