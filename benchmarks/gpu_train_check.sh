@@ -16,13 +16,14 @@ set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu_results}"
 mkdir -p "$OUT"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTORCH_CUDA_ALLOC_CONF="${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}"
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
-  python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.version.cuda)" 2>&1
+  "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.version.cuda)" 2>&1
 } > "$OUT/environment.txt"
-timeout 475 python benchmarks/train_throughput.py --gpu --out "$OUT" 2>&1 | tee "$OUT/log.txt"
-[ -f "$OUT/results.jsonl" ] && python benchmarks/train_throughput.py --gpu --out "$OUT" --summarize > /dev/null 2>&1
+timeout 475 "$PY" benchmarks/train_throughput.py --gpu --out "$OUT" 2>&1 | tee "$OUT/log.txt"
+[ -f "$OUT/results.jsonl" ] && "$PY" benchmarks/train_throughput.py --gpu --out "$OUT" --summarize > /dev/null 2>&1
 echo "results: $OUT/results.json ($(wc -l < "$OUT/results.jsonl" 2>/dev/null || echo 0) cases)"

@@ -529,27 +529,26 @@ def child(cases: list[dict], jsonl: Path) -> None:
 
 # ------------------------------------------------------------------------------ driver
 def spawn(cases: list[dict], jsonl: Path, timeout: float) -> None:
+    """Run ``cases`` in a child process; cases it never reported get a record saying why."""
     done_before = _names(jsonl)
     cmd = [sys.executable, __file__, "--child", json.dumps(cases), "--jsonl", str(jsonl)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    try:
-        subprocess.run(cmd, timeout=timeout, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        pass
+    err_file = jsonl.parent / f"stderr-{cases[0]['name']}.txt"
+    t0 = time.perf_counter()
+    with open(err_file, "w") as err:
+        try:
+            rc: int | str = subprocess.run(cmd, timeout=timeout, env=env, stderr=err).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    tail = err_file.read_text(errors="replace")[-1500:]
     got = _names(jsonl) - done_before
     for c in cases:
         if c["name"] not in got:
+            why = "time cap" if rc == "timeout" else f"child exited {rc} (crash or host OOM?)"
+            rec = {"name": c["name"], "status": f"not finished: {why}", "timeout_s": timeout,
+                   "group_seconds": round(time.perf_counter() - t0, 1), "stderr_tail": tail}
             with open(jsonl, "a") as f:
-                f.write(
-                    json.dumps(
-                        {
-                            "name": c["name"],
-                            "status": "not finished (time cap, crash or host OOM)",
-                            "timeout_s": timeout,
-                        }
-                    )
-                    + "\n"
-                )
+                f.write(json.dumps(rec) + "\n")
 
 
 def _names(jsonl: Path) -> set[str]:
