@@ -103,3 +103,9 @@ def test_presets_write_the_derived_bases():
     assert xiong["rope_theta"] == 500_000 and xiong["seq_len"] == 81_920
     assert paper["seq_len"] == 81_920
     assert math.isclose(paper["rope_theta"], paper_effective_base(), rel_tol=1e-6)
+    from longctx.train.config import TrainConfig
+
+    for name in ("llama2-7b-80k-base500k", "llama2-7b-80k-paper-ntk", "demo-smollm2-cpu"):
+        preset = yaml.safe_load((root / f"{name}.yaml").read_text())
+        cfg = TrainConfig(**{"data": "d", "out": "o", **preset})  # only TrainConfig keys
+        cfg._validate_values()  # values in range (the data folder is checked at run time)
