@@ -35,6 +35,14 @@ def test_tokenizer_spec_matches_load_tokenizer(tok):
         b.tolist() for b in tok.encode_documents(text)]
 
 
+def test_fast_encoding_equals_encode_documents(tok, slimpajama_jsonl):
+    from longctx.pack.scan import encode_documents_fast
+
+    texts = [json.loads(x)["text"] for x in slimpajama_jsonl.read_text().splitlines()[::7]]
+    assert [a.tolist() for a in encode_documents_fast(tok, texts)] == [
+        b.tolist() for b in tok.encode_documents(texts)]
+
+
 def test_per_source_shares_lengths_and_totals(per_source, gen_corpus, tok):
     out, m = per_source
     assert m["stage"] == "data.build" and m["status"] == "done"
