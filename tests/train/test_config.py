@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from train_fixtures import write_packed
 from typer.testing import CliRunner
 
 from longctx.cli import app
@@ -52,6 +53,14 @@ def test_unknown_key_and_missing_dir(packed_dir, tmp_path):
     cfg_file.write_text("lr: 1e-4\nbogus: 3\n")
     with pytest.raises(ConfigError, match="bogus"):
         build_config(TrainConfig, config_file=cfg_file, cli={"data": str(packed_dir)})
+
+
+def test_eval_data_checked(packed_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"'eval_data'.*nowhere"):
+        make(packed_dir, tmp_path, eval_data=str(tmp_path / "nowhere"))
+    odd = write_packed(tmp_path / "odd", rows=2, seq_len=96, shards=1)
+    with pytest.raises(ConfigError, match=r"'eval_data'.*96.*seq_len 64"):
+        make(packed_dir, tmp_path, eval_data=str(odd))
 
 
 def test_tokenizer_mismatch_is_refused_before_loading(packed_dir, tmp_path):

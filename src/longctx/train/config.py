@@ -193,10 +193,21 @@ class TrainConfig:
                 f"config key 'batch_tokens': {bt} must be a multiple of seq_len x micro_batch = "
                 f"{seq} x {self.micro_batch}"
             )
-        if self.eval_data is not None and not (Path(self.eval_data) / "manifest.json").is_file():
-            raise ConfigError(
-                f"config key 'eval_data': {self.eval_data!r} is not a packed folder with manifest"
-            )
+        if self.eval_data is not None:
+            from longctx.stage import read_manifest
+
+            eval_manifest = read_manifest(self.eval_data) if Path(self.eval_data).is_dir() else None
+            if not eval_manifest:
+                raise ConfigError(
+                    f"config key 'eval_data': {self.eval_data!r} is not a packed folder with "
+                    f"manifest.json"
+                )
+            eval_len = int(eval_manifest.get("seq_len", 0))
+            if eval_len % seq:
+                raise ConfigError(
+                    f"config key 'eval_data': rows of {self.eval_data!r} hold {eval_len} tokens, "
+                    f"not a multiple of seq_len {seq}"
+                )
         self.check_tokenizer()
 
     def check_tokenizer(self) -> None:
