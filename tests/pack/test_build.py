@@ -86,6 +86,13 @@ def test_workers_one_and_two_give_identical_shards(gen_corpus, tmp_path, per_sou
     assert m1["domains"] == m2["domains"] and m1["input"] == m2["input"]
 
 
+def test_input_order_does_not_matter(gen_corpus, tmp_path):
+    files = sorted(str(f) for f in gen_corpus.glob("*.jsonl"))
+    a = build(gen_corpus, tmp_path / "a", inputs=files, tokens="20K")
+    b = build(gen_corpus, tmp_path / "b", inputs=files[::-1], tokens="20K")
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+
+
 def test_rerun_with_same_config_is_skipped(gen_corpus, tmp_path):
     m1 = build(gen_corpus, tmp_path / "a", tokens="20K")
     m2 = build(gen_corpus, tmp_path / "a", tokens="20K")

@@ -445,6 +445,8 @@ def plan_scan(cfg: BuildConfig) -> ScanPlan:
     out = Path(str(cfg.out))
     files = expand_inputs(cfg.inputs)
     rels = stable_file_ids(files)
+    by_rel = sorted(range(len(files)), key=lambda i: rels[i])  # input order must not matter
+    files, rels = [files[i] for i in by_rel], [rels[i] for i in by_rel]
     spec = resolve_spec(cfg.tokenizer, add_bos=cfg.bos, add_eos=cfg.eos,
                         cache_dir=out / TOKENIZER_CACHE)
     tok = spec.load()
