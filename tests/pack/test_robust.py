@@ -249,6 +249,8 @@ def test_parquet_input_builds_with_exact_budgets(gen_corpus, tmp_path, tok):
 
 def test_strict_error_from_a_worker_process(bad_corpus, tmp_path):
     with pytest.raises(DataError, match=r"a_bad\.jsonl:2: malformed_json"):
-        run_build(BuildConfig(inputs=[str(bad_corpus)], out=str(tmp_path / "o"), tokens="4K",
-                              seq_len=256, long_threshold=64, strict=True, workers=2),
+        run_build(BuildConfig(inputs=[str(bad_corpus / "a_bad.jsonl"),
+                                      str(bad_corpus / "c_ok.jsonl")],
+                              out=str(tmp_path / "o"), tokens="4K", seq_len=256,
+                              long_threshold=64, strict=True, workers=2),
                   progress=False)
