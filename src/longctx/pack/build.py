@@ -191,7 +191,8 @@ class InputStats:
             docs = st[doc_key]
             if not docs:
                 continue
-            nbytes = st[byte_key] if byte_key else st["bytes"] - st["untok_bytes"]
+            nbytes = (st[byte_key] if byte_key
+                      else st["bytes"] - st["untok_bytes"] - st["covered_bytes"])
             if nbytes > 0:
                 return max(0.0, (st[tok_key] - self.specials * docs) / nbytes)
         return None
