@@ -21,7 +21,7 @@ def test_datatrove_local_prescan_then_build_is_identical(gen_corpus_many, tmp_pa
     plain = run_build(cfg(tmp_path / "plain"), progress=False)
     info = prescan(cfg(tmp_path / "dt"), files=12, executor="local", tasks=3, workers=1)
     work = tmp_path / "dt" / ".work"
-    markers = sorted(work.glob("*.json"))
+    markers = sorted(work.glob("*.done"))
     assert info["files"] == 12 and len(markers) == 12
     assert all(json.loads(m.read_text())["covered"] == [] for m in markers)
     built = run_build(cfg(tmp_path / "dt"), progress=False)

@@ -70,7 +70,7 @@ class ScanTask:
 
 
 def marker_path(task: ScanTask) -> Path:
-    return task.stem.with_suffix(".json")
+    return task.stem.with_suffix(".done")  # JSON inside; not a corpus suffix
 
 
 def tokens_path(work_dir: str | Path, index: int) -> Path:
@@ -237,7 +237,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         "skipped": dict(sorted(skipped.items())),
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
-    tmp_marker = marker_path(task).with_suffix(".json.tmp")
+    tmp_marker = marker_path(task).with_suffix(".done.tmp")
     tmp_marker.write_text(json.dumps(summary))
     os.replace(tmp_marker, marker_path(task))
     return summary
