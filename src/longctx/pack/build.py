@@ -4,12 +4,14 @@ Steps (each one deterministic from the config and the seed):
 
 1. Resolve inputs into files; give every file a stable id (its path relative to the common
    folder) and every document the id ``<file id>:<line>``.
-2. Scan files in a seeded order (workers = processes, results consumed in order). A file's
-   scan is spilled to ``OUT/.work`` with a marker, so an interrupted build that is rerun
-   reuses it. With ``subset`` on, scanning stops once every budget is covered ``margin``
-   times over by eligible tokens (and at least ``min_files`` were read): a budget far below
-   the corpus does not cost a tokenizer pass over the corpus. The stop point depends only on
-   files before it, never on worker count.
+2. Scan files in a seeded order (:mod:`longctx.pack.scan` in worker processes, results
+   consumed in order). A file's scan is spilled to ``OUT/.work`` with a marker, so an
+   interrupted build that is rerun reuses it. With ``subset`` on, a domain whose budget is
+   covered ``margin`` times over by eligible tokens is frozen (later files add nothing to its
+   pool and skip tokenizing it, like the paper's code skips full sources), and scanning stops
+   once every budget is covered: a budget far below the corpus does not cost a tokenizer
+   pass over the corpus. Freezes and the stop point depend only on the files before them,
+   never on worker count or timing.
 3. Target shares (measured input token shares unless ``--mix``; ``--upsample`` multiplies)
    become exact integer budgets; :mod:`longctx.pack.select` picks pieces to fill them.
 4. :mod:`longctx.pack.packer` concatenates pieces into rows; shards and ``manifest.json``
@@ -23,8 +25,6 @@ import math
 import os
 import shutil
 import sys
-from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,20 +42,18 @@ from longctx.mix.strategies import (
     plan_budgets,
     predicted_long_fraction,
 )
+from longctx.pack.input_stats import InputStats
 from longctx.pack.packer import Piece, pack_rows
 from longctx.pack.scan import (
     STAT_KEYS,
     ScanTask,
-    init_worker,
-    load_done,
-    meta_path,
     scan_file,
-    scan_or_load,
-    tokens_path,
 )
-from longctx.pack.select import Eligible, select_pieces
+from longctx.pack.select import select_pieces
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
+from longctx.pack.spill import SpillReader, load_eligible
 from longctx.pack.tok import TokenizerSpec, resolve_spec
+from longctx.pack.workers import run_scans
 from longctx.stage import Timer, config_hash, is_done, read_manifest, write_manifest
 
 STAGE = "data.build"
@@ -155,232 +153,10 @@ def _inputs_fingerprint(files: list[Path], rels: list[str]) -> list[list[Any]]:
     return out
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
-class InputStats:
-    """Per-domain counters summed over the files scanned so far, and estimates from them."""
-
-    def __init__(self, specials: int) -> None:
-        self.specials = specials
-        self.domains: dict[str, Counter] = {}
-        self.skipped: Counter = Counter()
-        self.files = 0
-        # Domains whose budget is covered: files read while a domain is frozen add only its
-        # docs/bytes (tokens estimated) and none of its documents to the pool, whether or not
-        # a worker happened to tokenize them (that depends on timing, the output must not).
-        self.frozen: set[str] = set()
-
-    def add(self, summary: dict[str, Any]) -> None:
-        self.files += 1
-        for d, st in summary["stats"].items():
-            c = self.domains.setdefault(d, Counter())
-            if d in self.frozen:
-                c.update({"docs": st["docs"], "bytes": st["bytes"],
-                          "covered_docs": st["docs"], "covered_bytes": st["bytes"]})
-            else:
-                c.update(st)
-        self.skipped.update(summary["skipped"])
-
-    def _ratio(self, st: Counter) -> float | None:
-        """Tokens per byte (without BOS/EOS) of a domain's short documents."""
-        for tok_key, doc_key, byte_key in (
-            ("drawn_tokens", "drawn_docs", "drawn_bytes"),
-            ("tok_tokens", "tok_docs", None),
-        ):
-            docs = st[doc_key]
-            if not docs:
-                continue
-            nbytes = (st[byte_key] if byte_key
-                      else st["bytes"] - st["untok_bytes"] - st["covered_bytes"])
-            if nbytes > 0:
-                return max(0.0, (st[tok_key] - self.specials * docs) / nbytes)
-        return None
-
-    def estimate(self) -> dict[str, dict[str, Any]]:
-        """Per domain: docs, tokens, long tokens, short tokens (estimated where not every
-        document was tokenized: drawn-out short docs by the domain's tokens per byte, docs of
-        an already covered domain by scaling what was measured before it was covered)."""
-        ratios = {d: self._ratio(st) for d, st in self.domains.items()}
-        known = [r for r in ratios.values() if r is not None]
-        fallback = float(np.mean(known)) if known else 0.25
-        out = {}
-        for d, st in sorted(self.domains.items()):
-            r = ratios[d] if ratios[d] is not None else fallback
-            untok = st["untok_bytes"] * r + st["untok_docs"] * self.specials
-            tokens = st["tok_tokens"] + untok
-            long_t = float(st["long_tokens"])
-            seen_bytes = st["bytes"] - st["covered_bytes"]
-            if st["covered_bytes"] and seen_bytes > 0:
-                scale = st["covered_bytes"] / seen_bytes
-                tokens, long_t = tokens * (1 + scale), long_t * (1 + scale)
-            out[d] = {
-                "docs": int(st["docs"]),
-                "bytes": int(st["bytes"]),
-                "tokens": int(round(tokens)),
-                "long_tokens": int(round(long_t)),
-                "short_tokens": float(tokens - long_t),
-                "tokenized_docs": int(st["tok_docs"]),
-                "estimated": bool(st["untok_docs"] or st["covered_docs"]),
-                "eligible_docs": int(st["kept_docs"]),
-                "eligible_tokens": int(st["kept_tokens"]),
-                "covered_docs": int(st["covered_docs"]),
-            }
-        return out
-
-    def token_weights(self) -> dict[str, float]:
-        return {d: float(v["tokens"]) for d, v in self.estimate().items()}
-
-    def eligible(self, key: str) -> int:
-        if key == GLOBAL_GROUP:
-            return sum(int(st["kept_tokens"]) for st in self.domains.values())
-        st = self.domains.get(key)
-        return int(st["kept_tokens"]) if st else 0
-
-
-# ----------------------------------------------------------------------------- scanning
-
-
 def _fail_hook(phase: str, count: int) -> None:
     spec = os.environ.get(FAIL_HOOK_ENV, "")
     if spec == f"{phase}:{count}":
         raise RuntimeError(f"simulated interruption ({FAIL_HOOK_ENV}={spec})")
-
-
-def _worker_context(task: ScanTask) -> Any:
-    """'forkserver' (workers forked from a server that imported the scan module and parsed the
-    tokenizer once) where available, else 'spawn'. Never plain fork: the Rust tokenizer's
-    thread pool does not survive it."""
-    import multiprocessing as mp
-
-    from longctx.pack._preload import PRELOAD_ENV
-
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    os.environ[PRELOAD_ENV] = str(Path(task.tokenizer.folder) / "tokenizer.json")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["longctx.pack._preload"])
-    return ctx
-
-
-def _run_scans(
-    n_tasks: int,
-    make_task: Callable[[int], ScanTask],
-    workers: int,
-    on_result: Callable[[dict[str, Any]], bool],
-) -> None:
-    """Scan tasks 0..n-1 in order; ``on_result`` returning True stops (later results unused).
-
-    ``make_task(k)`` is called when task k is submitted (it may use the results consumed so
-    far to skip work; the build makes sure the output never depends on that). Workers are
-    fresh processes (see ``_worker_context``); at most
-    ``workers + 1`` files are in flight, and on stop the pool is terminated at once, so
-    little work past the stop point is wasted. Spills are written atomically, so a worker
-    killed mid-file leaves nothing a rerun could take for finished.
-    """
-    if workers <= 1 or n_tasks <= 1:
-        for k in range(n_tasks):
-            if on_result(scan_or_load(make_task(k))):
-                return
-        return
-    window = workers + 1  # small: a task's skip set is fresher, less is wasted at the stop
-    pending: deque[Any] = deque()
-    nxt = 0
-    pool = _worker_context(make_task(0)).Pool(workers, initializer=init_worker)
-    try:
-
-        def fill() -> None:
-            nonlocal nxt
-            while nxt < n_tasks and len(pending) < window:
-                t = make_task(nxt)
-                done = load_done(t)
-                pending.append(done if done is not None else pool.apply_async(scan_or_load, (t,)))
-                nxt += 1
-
-        fill()
-        while pending:
-            item = pending.popleft()
-            summary = item if isinstance(item, dict) else item.get()
-            if on_result(summary):
-                return
-            fill()
-    finally:
-        pool.terminate()
-        pool.join()
-        _stop_forkserver()
-
-
-def _stop_forkserver() -> None:
-    """Stop (and wait for) the fork server: no process outlives the build, and the CPU time
-    of the workers it reaped is accounted to this process's children, where it belongs."""
-    import multiprocessing.forkserver as fs
-
-    server = getattr(fs, "_forkserver", None)
-    stop = getattr(server, "_stop", None)
-    if stop is not None and getattr(server, "_forkserver_pid", None) is not None:
-        stop()
-
-
-# ----------------------------------------------------------------------------- spill access
-
-
-class SpillReader:
-    """Read token ranges from the per-file spill files (a few open handles at a time)."""
-
-    def __init__(self, work: Path, dtype: np.dtype, max_open: int = 64) -> None:
-        self.work = work
-        self.dtype = np.dtype(dtype)
-        self.max_open = max_open
-        self._fds: OrderedDict[int, int] = OrderedDict()
-
-    def read(self, file: int, start: int, length: int) -> np.ndarray:
-        fd = self._fds.get(file)
-        if fd is None:
-            fd = os.open(tokens_path(self.work, file), os.O_RDONLY)
-            self._fds[file] = fd
-            if len(self._fds) > self.max_open:
-                os.close(self._fds.popitem(last=False)[1])
-        else:
-            self._fds.move_to_end(file)
-        size = self.dtype.itemsize
-        buf = os.pread(fd, length * size, start * size)
-        if len(buf) != length * size:
-            raise BuildError(f"spill of file #{file} is shorter than its metadata says")
-        return np.frombuffer(buf, dtype=self.dtype)
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-
-def _load_eligible(
-    work: Path, summaries: list[dict[str, Any]], pools: list[set[str]], vocab: list[str]
-) -> Eligible:
-    """Eligible docs of the files read, each file contributing only its ``pools`` domains."""
-    code = {d: i for i, d in enumerate(vocab)}
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "row", "line", "start", "domain", "length", "priority")}
-    for pos, s in enumerate(summaries):
-        with np.load(meta_path(work, s["index"])) as m:
-            remap = np.asarray([code[d] for d in s["domains"]] or [0], dtype=np.int16)
-            length = m["length"]
-            domain = remap[m["domain"]] if len(length) else np.empty(0, np.int16)
-            in_pool = np.array([d in pools[pos] for d in vocab] or [False])
-            keep = in_pool[domain] if len(length) else np.zeros(0, bool)
-            n = int(keep.sum())
-            cols["file"].append(np.full(n, s["index"], dtype=np.int32))
-            cols["row"].append(np.flatnonzero(keep).astype(np.int64))
-            cols["line"].append(m["line"][keep])
-            cols["start"].append((np.cumsum(length) - length)[keep])
-            cols["domain"].append(domain[keep])
-            cols["length"].append(length[keep])
-            cols["priority"].append(m["priority"][keep])
-    dtypes = {"file": np.int32, "row": np.int64, "line": np.int64, "start": np.int64,
-              "domain": np.int16, "length": np.int64, "priority": np.uint64}
-    return Eligible(**{
-        k: (np.concatenate(v).astype(dtypes[k]) if v else np.empty(0, dtypes[k]))
-        for k, v in cols.items()
-    })
 
 
 # ----------------------------------------------------------------------------- progress
@@ -573,7 +349,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
             _fail_hook("scan", len(summaries))
             return covered()
 
-        _run_scans(len(tasks), make_task, cfg.workers, on_result)
+        run_scans(len(tasks), make_task, cfg.workers, on_result)
         bar.update(scan_bar, total=len(summaries), completed=len(summaries))
 
         # ---- plan and select
@@ -587,7 +363,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
             raise BuildError(f"--mix names domain(s) not found in the input: {', '.join(unknown)} "
                              f"(found: {', '.join(vocab)})")
         shares, budgets = plan_budgets(strategy, total, stats.token_weights(), cfg.mix, cfg.upsample)
-        el = _load_eligible(work, summaries, pools, vocab)
+        el = load_eligible(work, summaries, pools, vocab)
         if strategy.per_domain:
             groups = {d: np.flatnonzero(el.domain == i) for i, d in enumerate(vocab)}
         else:
@@ -762,4 +538,4 @@ def _manifest(
     }
 
 
-__all__ = ["BuildConfig", "BuildError", "run_build", "InputStats", "STAT_KEYS"]
+__all__ = ["BuildConfig", "BuildError", "InputStats", "STAT_KEYS", "plan_scan", "run_build"]
