@@ -254,3 +254,31 @@ def test_strict_error_from_a_worker_process(bad_corpus, tmp_path):
                               out=str(tmp_path / "o"), tokens="4K", seq_len=256,
                               long_threshold=64, strict=True, workers=2),
                   progress=False)
+
+
+def test_build_killed_mid_scan_then_rerun_equals_uninterrupted(gen_corpus_many, tmp_path):
+    """SIGKILL the whole process group (main, fork server, workers) while it scans."""
+    import signal
+    import time
+
+    args = [sys.executable, "-m", "longctx", "data", "build", str(gen_corpus_many),
+            "--tokens", "40K", "--seq-len", "1024", "--long-threshold", "512", "--workers", "2",
+            "--min-files", "24"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **{FAIL_HOOK_ENV: "slow:0.3"})
+    proc = subprocess.Popen([*args, "--out", str(tmp_path / "x")], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    work = tmp_path / "x" / ".work"
+    deadline = time.time() + 120
+    while len(list(work.glob("*.done"))) < 4 and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert 4 <= len(list(work.glob("*.done"))) < 24
+    rerun = _cli([*args[3:], "--out", str(tmp_path / "x")])
+    clean = _cli([*args[3:], "--out", str(tmp_path / "clean")])
+    assert rerun.returncode == 0 and clean.returncode == 0, rerun.stderr + clean.stderr
+    a = json.loads((tmp_path / "clean" / "manifest.json").read_text())
+    b = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert a["shards"] == b["shards"] and a["domains"] == b["domains"]
