@@ -282,3 +282,27 @@ def test_build_killed_mid_scan_then_rerun_equals_uninterrupted(gen_corpus_many, 
     a = json.loads((tmp_path / "clean" / "manifest.json").read_text())
     b = json.loads((tmp_path / "x" / "manifest.json").read_text())
     assert a["shards"] == b["shards"] and a["domains"] == b["domains"]
+
+
+def test_input_counts_agree_with_data_stats(slimpajama_jsonl, tmp_path):
+    """`data build` input counts equal `data stats` (exact when every doc is tokenized) and
+    its estimates (per_source tokenizes about half the docs here) stay within 2%."""
+    from longctx.cli import main
+
+    main(["data", "stats", str(slimpajama_jsonl), "--out", str(tmp_path / "s"),
+          "--long-threshold", "1024"])
+    stats = json.loads((tmp_path / "s" / "stats.json").read_text())["domains"]
+    exact = run_build(BuildConfig(inputs=[str(slimpajama_jsonl)], out=str(tmp_path / "o"),
+                                  strategy="original", tokens="100K", seq_len=1024,
+                                  long_threshold=1024, subset=False), progress=False)["input"]
+    est = run_build(BuildConfig(inputs=[str(slimpajama_jsonl)], out=str(tmp_path / "p"),
+                                tokens="100K", seq_len=1024, long_threshold=1024),
+                    progress=False)["input"]
+    assert set(stats) == set(exact) == set(est)
+    for d, s in stats.items():
+        assert exact[d]["docs"] == s["docs"] and exact[d]["tokens"] == s["tokens"], d
+        assert exact[d]["long_token_fraction"] == pytest.approx(s["long_token_fraction"])
+        assert not exact[d]["estimated"]
+        assert abs(est[d]["tokens"] / s["tokens"] - 1) < 0.02, d
+        assert est[d]["long_tokens"] == pytest.approx(s["long_token_fraction"] * s["tokens"],
+                                                      abs=1)
