@@ -39,7 +39,7 @@ def test_smollm2_rope_theta_400k_export(packed_dir, tmp_path):
     from longctx.models import resolve_model_dir
 
     base = AutoModelForCausalLM.from_pretrained(str(resolve_model_dir("smollm2-135m")))
-    w_new = model.model.layers[0].mlp.up_proj.weight
-    w_old = base.model.layers[0].mlp.up_proj.weight
+    w_new = model.model.layers[0].mlp.up_proj.weight.detach()
+    w_old = base.model.layers[0].mlp.up_proj.weight.detach()
     assert not bool((w_new == w_old).all())
     assert float((w_new - w_old).abs().max()) < 1e-3  # lr 1e-5, one Adam step
