@@ -39,7 +39,7 @@ class BookQAConfig:
     max_items: int | None = None
     chat: str = "auto"
     rope_theta: float | None = None
-    prefill_chunk: int = 4096
+    prefill_chunk: int = 0  # 0 = whole prompt in one forward pass
     dtype: str = "auto"
     device: str = "auto"
 

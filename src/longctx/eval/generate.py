@@ -1,8 +1,12 @@
 """Greedy decoding from token ids with a KV cache, for long prompts.
 
-``model.generate`` works, but for 100K-token prompts we want three things it does not give
-by default: a prefill in chunks (bounded activation memory), logits for the last position
-only (never a [seq, vocab] tensor), and a stop as soon as the answer line is complete.
+Compared with ``model.generate`` this loop takes ids directly (no text round trip), keeps
+logits for the last position only (never a [seq, vocab] tensor) and stops as soon as the
+answer line is complete. The prompt is prefilled in one forward pass by default: measured
+on an H200 with a 135M model at 128K tokens, one pass took 1.74 s and 4.8 GiB, while
+16K-token chunks into the cache took 3.8 s and 9.5 GiB and 4K chunks 6.6 s and 4.9 GiB
+(chunks with a cache need an explicit mask, so attention leaves the flash kernel).
+``prefill_chunk`` remains for machines where a single pass does not fit.
 """
 
 from __future__ import annotations
@@ -71,12 +75,13 @@ def greedy_generate(
     stop_ids: Sequence[int] = (),
     decode: Callable[[list[int]], str] | None = None,
     stop_text: Callable[[str], bool] | None = None,
-    prefill_chunk: int = 4096,
+    prefill_chunk: int = 0,
 ) -> list[int]:
     """Greedy continuation of ``prompt_ids``; returns the new token ids (stop id excluded).
 
     ``stop_text(decode(new_ids))`` lets the caller end early (e.g. at the end of the first
-    answer line); the prompt is prefilled ``prefill_chunk`` tokens at a time into a cache.
+    answer line); ``prefill_chunk`` > 0 prefills that many tokens at a time into the cache
+    (0 = the whole prompt in one pass).
     """
     import torch
     from transformers import DynamicCache
@@ -93,8 +98,9 @@ def greedy_generate(
         # and is the only one older 5.x releases (the GPU machine's 5.17) accept.
         warnings.simplefilter("ignore", FutureWarning)
         logits = None
-        for start in range(0, ids.shape[1], max(1, prefill_chunk)):
-            chunk = ids[:, start : start + prefill_chunk]
+        step_len = prefill_chunk if prefill_chunk > 0 else ids.shape[1]
+        for start in range(0, ids.shape[1], step_len):
+            chunk = ids[:, start : start + step_len]
             out = model(input_ids=chunk, past_key_values=cache, use_cache=True, logits_to_keep=1)
             logits = out.logits[:, -1, :]
         for _ in range(max_new_tokens):

@@ -123,7 +123,7 @@ class NeedleConfig:
     trained_length: int | None = None
     max_new_tokens: int = 32
     stop_at_newline: bool = True
-    prefill_chunk: int = 4096
+    prefill_chunk: int = 0  # 0 = whole prompt in one forward pass
     dtype: str = "auto"
     device: str = "auto"
     seed: int = 42
