@@ -102,6 +102,16 @@ def test_export_loads_with_plain_transformers(full_run, packed_dir):
     assert loss < losses(full_run[0])[1] - 0.3
 
 
+def test_bfloat16_export(packed_dir, tmp_path):
+    from safetensors import safe_open
+
+    run(packed_dir, tmp_path / "bf", steps=1, export_dtype="bfloat16")
+    cfg = json.loads((tmp_path / "bf" / "final" / "config.json").read_text())
+    assert cfg["dtype"] == "bfloat16"
+    with safe_open(str(tmp_path / "bf" / "final" / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+
+
 def test_resume_with_other_settings_is_refused(full_run, packed_dir, tmp_path):
     from longctx.train.loop import TrainError
 

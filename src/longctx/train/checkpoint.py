@@ -136,8 +136,12 @@ def read_trainer_state(out: str | Path, d: Dist) -> tuple[Path | None, dict[str,
     return Path(found[0]), found[1]
 
 
-def export_hf(model: Any, wrapper: Any, tokenizer_dir: Path, dest: Path, d: Dist) -> list[str]:
+def export_hf(
+    model: Any, wrapper: Any, tokenizer_dir: Path, dest: Path, d: Dist, dtype: str = "float32"
+) -> list[str]:
     """Write ``dest`` as a plain HF folder (safetensors, config.json, tokenizer files).
+
+    ``dtype`` is ``float32`` (the master weights as trained) or ``bfloat16`` (half the size).
 
     Collective: under FSDP the full state dict is gathered to rank 0 on CPU.
     """
@@ -150,7 +154,8 @@ def export_hf(model: Any, wrapper: Any, tokenizer_dir: Path, dest: Path, d: Dist
     files: list[str] = []
     if d.is_main:
         sd = {k[len("lm."):] if k.startswith("lm.") else k: v for k, v in full.items()}
-        sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sd.items()}
+        out_dtype = getattr(torch, dtype)
+        sd = {k: v.detach().to("cpu", out_dtype).contiguous() for k, v in sd.items()}
         if getattr(model.config, "tie_word_embeddings", False):
             sd.pop("lm_head.weight", None)  # FSDP hides the tie; the config restores it on load
         tmp = dest.with_name(dest.name + ".tmp")
@@ -158,6 +163,11 @@ def export_hf(model: Any, wrapper: Any, tokenizer_dir: Path, dest: Path, d: Dist
         model.config.use_cache = True
         model.save_pretrained(str(tmp), state_dict=sd, safe_serialization=True)
         model.config.use_cache = False
+        # save_pretrained records the in-memory dtype; record the exported one instead
+        config_file = tmp / "config.json"
+        hf_config = json.loads(config_file.read_text())
+        hf_config["dtype"] = dtype
+        config_file.write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         for f in sorted(Path(tokenizer_dir).iterdir()):
             if f.is_file() and (f.name.startswith("tokenizer") or f.name in (
                 "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja",

@@ -204,6 +204,10 @@ def train_command(
             help="Also log to OUT/tensorboard (needs tensorboard).",
         ),
     ] = None,
+    export_dtype: Annotated[
+        str | None,
+        typer.Option(help="Dtype of OUT/final: float32 | bfloat16. [default: float32]"),
+    ] = None,
     tiny_layers: Annotated[
         int | None, typer.Option(help="tiny: decoder layers. [default: 2]", rich_help_panel=_T)
     ] = None,

@@ -19,6 +19,7 @@ SCHEDULES = ("constant", "cosine")
 DOC_MASKS = ("none", "mask")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+EXPORT_DTYPES = ("float32", "bfloat16")
 TINY = "tiny"
 
 # Keys that define *what* is trained; a resume with different values is refused.
@@ -71,6 +72,7 @@ class TrainConfig:
     eval_every: int = 0
     eval_rows: int = 4
     tensorboard: bool = False
+    export_dtype: str = "float32"
     tiny_layers: int = 2
     tiny_hidden: int = 64
     tiny_heads: int = 4
@@ -141,7 +143,7 @@ class TrainConfig:
         if not 0 <= self.min_lr_ratio <= 1:
             raise bad("min_lr_ratio", "must be in [0, 1]")
         choices = {"rope_type": ROPE_TYPES, "schedule": SCHEDULES, "doc_mask": DOC_MASKS,
-                   "precision": PRECISIONS, "device": DEVICES}
+                   "precision": PRECISIONS, "device": DEVICES, "export_dtype": EXPORT_DTYPES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}")

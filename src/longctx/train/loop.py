@@ -275,7 +275,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if latest_now is None or not latest_now.endswith(f"step_{sampler.step:08d}"):
         ckpt.save_checkpoint(out, sampler.step, wrapper, optimizer,
                              _trainer(cfg, sampler, tokens_seen), d, cfg.keep_checkpoints)
-    files = ckpt.export_hf(model, wrapper, tok_dir, out / "final", d)
+    files = ckpt.export_hf(model, wrapper, tok_dir, out / "final", d, cfg.export_dtype)
     manifest: dict[str, Any] = {}
     if d.is_main:
         final = out / "final"
