@@ -45,9 +45,11 @@ from longctx.mix.strategies import (
 from longctx.pack.input_stats import InputStats
 from longctx.pack.packer import Piece, pack_rows
 from longctx.pack.scan import (
+    FROZEN_FILE,
     STAT_KEYS,
     ScanTask,
     scan_file,
+    write_frozen,
 )
 from longctx.pack.select import select_pieces
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
@@ -276,6 +278,7 @@ def open_work_dir(plan: ScanPlan) -> None:
         shutil.rmtree(plan.work)
     plan.work.mkdir(parents=True, exist_ok=True)
     hash_file.write_text(plan.scan_hash)
+    (plan.work / FROZEN_FILE).unlink(missing_ok=True)  # a new run freezes from scratch
 
 
 def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, Any]:
@@ -353,7 +356,11 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
             stats.add(summary)
             bar.advance(scan_bar)
             _fail_hook("scan", len(summaries))
-            return covered()
+            before = set(stats.frozen)
+            stop = covered()
+            if stats.frozen != before:  # running workers pick it up within 64 documents
+                write_frozen(work, stats.frozen)
+            return stop
 
         run_scans(len(tasks), make_task, cfg.workers, on_result)
         bar.update(scan_bar, total=len(summaries), completed=len(summaries))

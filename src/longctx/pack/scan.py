@@ -137,18 +137,58 @@ def init_worker() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-def _batches(task: ScanTask, docs: Iterator[Document], stats: dict[str, Counter]) -> Iterator:
+FROZEN_FILE = "frozen.json"  # the build's currently frozen domains, rewritten as they change
+
+
+class _Frozen:
+    """Domains this scan may skip: the task's set, plus any the build freezes meanwhile
+    (re-read from ``FROZEN_FILE`` when it changes, checked every 64 documents). Skipping is
+    only ever a saving: the build ignores frozen domains' documents wherever they come from,
+    and rescans a file that skipped a domain it turns out to need."""
+
+    def __init__(self, task: ScanTask) -> None:
+        self.path = Path(task.work_dir) / FROZEN_FILE
+        self.domains = set(task.covered)
+        self.skipped: set[str] = set()  # domains with at least one skipped document
+        self._mtime: int | None = None
+        self._n = 0
+
+    def skips(self, domain: str) -> bool:
+        self._n += 1
+        if self._n % 64 == 1:
+            try:
+                mtime = os.stat(self.path).st_mtime_ns
+                if mtime != self._mtime:
+                    self._mtime = mtime
+                    self.domains |= set(json.loads(self.path.read_text()))
+            except (OSError, ValueError):
+                pass
+        if domain in self.domains:
+            self.skipped.add(domain)
+            return True
+        return False
+
+
+def write_frozen(work_dir: str | Path, domains: set[str]) -> None:
+    path = Path(work_dir) / FROZEN_FILE
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(sorted(domains)))
+    os.replace(tmp, path)
+
+
+def _batches(
+    task: ScanTask, docs: Iterator[Document], stats: dict[str, Counter], frozen: _Frozen
+) -> Iterator:
     """Yield lists of (doc, u, priority, nbytes, needs_tokens) in file order."""
     specials = task.tokenizer.specials_per_doc
     batch: list = []
     size = 0
-    covered = set(task.covered)
     for doc in docs:
         nbytes = len(doc.text.encode("utf-8"))
         st = stats[doc.domain]
         st["docs"] += 1
         st["bytes"] += nbytes
-        if doc.domain in covered:
+        if frozen.skips(doc.domain):
             st["covered_docs"] += 1
             st["covered_bytes"] += nbytes
             continue
@@ -187,7 +227,8 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
     Path(task.work_dir).mkdir(parents=True, exist_ok=True)
     with open(tmp_tokens, "wb") as out:
         docs = iter_file(task.path, fields, skipped, task.strict)
-        for batch in _batches(task, docs, stats):
+        frozen = _Frozen(task)
+        for batch in _batches(task, docs, stats, frozen):
             encoded = encode_documents_fast(tok, [b[0].text for b in batch])
             for (doc, u, prio, nbytes, drawn), ids in zip(batch, encoded, strict=True):
                 n = len(ids)
@@ -231,7 +272,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         "scan_hash": task.scan_hash,
         "index": task.index,
         "file": task.rel,
-        "covered": list(task.covered),
+        "covered": sorted(frozen.skipped),  # domains it skipped any document of
         "domains": domains,  # codes used in the meta file
         "stats": {d: {k: int(c.get(k, 0)) for k in STAT_KEYS} for d, c in sorted(stats.items())},
         "skipped": dict(sorted(skipped.items())),
