@@ -23,7 +23,7 @@ def worker_context(task: ScanTask) -> Any:
         return mp.get_context("spawn")
     os.environ[PRELOAD_ENV] = str(Path(task.tokenizer.folder) / "tokenizer.json")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["longctx.pack._preload"])
+    ctx.set_forkserver_preload(["__main__", "longctx.pack._preload"])  # import once, fork many
     return ctx
 
 
