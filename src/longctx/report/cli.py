@@ -60,7 +60,7 @@ def demo_command(
     ] = False,
     steps: Annotated[
         int | None,
-        typer.Option("--steps", min=1, help="Training steps (default: 6, or 2 with --quick)."),
+        typer.Option("--steps", min=1, help="Training steps (default 2, of one 10,240-token row each; --quick: 2 of 1,024)."),
     ] = None,
     rope_theta: Annotated[
         float | None,
