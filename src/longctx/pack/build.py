@@ -55,7 +55,7 @@ from longctx.pack.select import select_pieces
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import SpillReader, load_eligible
 from longctx.pack.tok import TokenizerSpec, resolve_spec
-from longctx.pack.workers import run_scans
+from longctx.pack.workers import prestart, run_scans, stop_forkserver
 from longctx.stage import Timer, config_hash, is_done, read_manifest, write_manifest
 
 STAGE = "data.build"
@@ -284,6 +284,19 @@ def open_work_dir(plan: ScanPlan) -> None:
 def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, Any]:
     """Build the packed mixture described by ``cfg``; return its manifest."""
     timer = Timer().__enter__()
+    started = False
+    if cfg.workers > 1:
+        from longctx.data.tokenizer import resolve_tokenizer_dir
+
+        started = prestart(resolve_tokenizer_dir(cfg.tokenizer)[1] / "tokenizer.json")
+    try:
+        return _build(cfg, progress, timer)
+    finally:
+        if started:
+            stop_forkserver()
+
+
+def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, Any]:
     plan = plan_scan(cfg)
     strategy, out, work, spec, tok = plan.strategy, plan.out, plan.work, plan.spec, plan.tok
     dtype = tok.dtype
