@@ -103,3 +103,19 @@ def test_bucket_and_row_helpers():
     assert select_rows(10, 3) == [0, 4, 9] or select_rows(10, 3) == [0, 5, 9]
     with pytest.raises(EvalError, match="data"):
         LossConfig().validate()
+
+
+def test_row_attention_scores_every_non_document_start(tmp_path: Path, packed_redpajama: Path):
+    """row mode: the packed row is one causal sequence; every target except those that
+    begin a new document is scored, at its row position."""
+    ds = PackedDataset(packed_redpajama)
+    cfg = LossConfig(
+        data=str(packed_redpajama), buckets=["0-256"], positions=[256], max_rows=2, attention="row"
+    )
+    cfg.validate()
+    result = run_loss(cfg, tmp_path, progress=False)
+    rows = select_rows(len(ds), 2)
+    expected = sum(int((~ds.row(i).doc_start_mask()[1:]).sum()) for i in rows)
+    assert result["tokens"]["rows"] == 2
+    assert result["tokens"]["scored"] == expected
+    assert result["attention"] == "row" and 0.5 < result["overall"]["0-256"] < 10.0
