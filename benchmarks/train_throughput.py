@@ -255,6 +255,9 @@ def run_case(case: dict) -> dict:
         return e2e_cli()
     on_gpu = torch.cuda.is_available() and case.get("device", "auto") != "cpu"
     device = torch.device("cuda") if on_gpu else torch.device("cpu")
+    if on_gpu:  # cases of one group share a process: peak memory must be per case
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     t_build = time.perf_counter()
     model, wrapper, mode = build(case, device)
     build_s = time.perf_counter() - t_build
