@@ -115,3 +115,16 @@ def test_explicit_cli_values_keeps_only_typed_flags():
     result = CliRunner().invoke(app, ["--name", "typed"])
     assert result.exit_code == 0, result.output
     assert seen == {"name": "typed"}  # the default of --steps must not override a YAML value
+
+
+@dataclass
+class ListCfg:
+    depths: list[int] = field(default_factory=lambda: [0, 50, 100])
+
+
+def test_scalar_override_becomes_one_item_list():
+    assert build_config(ListCfg, overrides=["depths=50"]).depths == [50]
+    assert build_config(ListCfg, overrides=["depths=0,25"]).depths == [0, 25]
+    assert build_config(ListCfg, overrides=["depths=[10, 20]"]).depths == [10, 20]
+    with pytest.raises(ConfigError, match="depths"):
+        build_config(ListCfg, overrides=["depths=x"])

@@ -119,6 +119,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             (inner,) = typing.get_args(tp)[:1] or (Any,)
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v.strip()]
+            elif not isinstance(value, (list, tuple)):
+                value = [value]  # `--set depths=50` parses as a scalar: a one-item list
             return [_coerce(v, inner, key) for v in value]
         if origin is dict:
             if isinstance(value, str):
