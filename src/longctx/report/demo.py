@@ -48,7 +48,7 @@ class DemoPlan:
     max_new_tokens: int = 12  # a 7-digit RULER value is 7 digit tokens in SmolLM2
     loss_buckets: str = "0-4096,4096-10240"
     loss_positions: str = "1024,4096,10240"
-    loss_rows: int = 1
+    loss_rows: int = 4  # every row: one 10K row holds only a few of the six domains
     precision: str = "bf16"
     quick_mode: bool = False
 

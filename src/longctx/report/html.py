@@ -159,7 +159,7 @@ def _stats_section(page: _Page, out: StageOutput) -> None:
         rows.append(
             [esc(name), fmt(d.get("docs")), fmt(d.get("tokens")), pct(d.get("token_share")),
              pct(d.get("long_token_fraction")), fmt(_num(d.get("chars_per_token")), 2),
-             fmt(p.get("p50")), fmt(p.get("p90")), fmt(p.get("p99")), fmt(p.get("max"))]
+             *(fmt(_num(p.get(k)), 0) for k in ("p50", "p90", "p99", "max"))]
         )
     page.add(table(["domain", "docs", "tokens", "token share", f"long-token fraction (≥{fmt(thr)})",
                     "chars/token", "p50 len", "p90 len", "p99 len", "max len"], rows))
