@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from evalhelpers import build_packed
 
 from longctx.eval.generate import EvalError
 from longctx.eval.loss import LossConfig, parse_buckets, run_loss, select_rows, token_losses
@@ -79,8 +80,6 @@ def test_loss_reports_all_seven_domains(tmp_path: Path, packed_redpajama: Path):
 
 
 def test_loss_refuses_tokenizer_mismatch(tmp_path: Path, slimpajama_jsonl, smollm2_tokenizer):
-    from conftest import build_packed
-
     data = build_packed(
         tmp_path / "data", slimpajama_jsonl, smollm2_tokenizer, tokenizer_sha="0" * 64
     )
