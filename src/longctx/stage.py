@@ -46,6 +46,49 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def path_identity(path: str | Path | None) -> str | None:
+    """A cheap fingerprint of a stage input (folder or file) for skip-when-done decisions.
+
+    A finished stage folder is identified by its manifest (config hash and shard checksums);
+    anything else by the names, sizes and modification times of its files. So rebuilding the
+    data or retraining a model in the same place invalidates what was computed from it.
+    None for what is not a path (e.g. the embedded model's name).
+    """
+    if not path:
+        return None
+    p = Path(path)
+    if not p.exists():
+        return None
+    manifest = read_manifest(p) if p.is_dir() else None
+    if manifest and manifest.get("status") == "done" and manifest.get("config_hash"):
+        shards = [s.get("sha256") for s in manifest.get("shards") or []]
+        return config_hash({"config_hash": manifest["config_hash"], "shards": shards})
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+    return config_hash(
+        [
+            (
+                str(q.relative_to(p)) if p.is_dir() else q.name,
+                q.stat().st_size,
+                q.stat().st_mtime_ns,
+            )
+            for q in files
+        ]
+    )
+
+
+def run_hash(cfg: Any, inputs: Iterable[str] = ("model", "data", "eval_data", "haystack")) -> str:
+    """Config hash of a stage run plus the identity of the inputs its config points at.
+
+    ``cfg`` is a config dataclass; ``inputs`` names its fields that hold input paths (absent
+    fields are ignored). Two runs with the same hash computed the same thing.
+    """
+    import dataclasses
+
+    values = dataclasses.asdict(cfg)
+    identities = {k: path_identity(values[k]) for k in inputs if k in values}
+    return config_hash({"config": values, "inputs": identities})
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write JSON via a temp file + rename so readers never see a half-written file."""
     path = Path(path)

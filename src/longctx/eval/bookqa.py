@@ -19,7 +19,7 @@ from typing import Any
 from longctx.config import to_dict
 from longctx.eval import scorers
 from longctx.eval.generate import EvalError, first_line_done, greedy_generate, load_eval_model
-from longctx.stage import config_hash, sha256_file, write_json_atomic, write_manifest
+from longctx.stage import run_hash, sha256_file, write_json_atomic, write_manifest
 
 # Modelled on InfiniteBench's En.QA prompt: base models complete "Answer:"; chat models get
 # the same instruction, book and question as one user turn in their own chat template.
@@ -193,7 +193,7 @@ def run_bookqa(cfg: BookQAConfig, out_dir: str | Path, *, progress: bool | None 
             "stage": "eval.bookqa",
             "status": "done",
             "config": to_dict(cfg),
-            "config_hash": config_hash(to_dict(cfg)),
+            "config_hash": run_hash(cfg),
             "counts": {"items": len(records)},
             "input": {"data": str(cfg.data), "sha256": sha256_file(cfg.data)},
             "checksums": {"bookqa.json": sha256_file(out / "bookqa.json")},

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
-from longctx.config import build_config, explicit_cli_values, to_dict
+from longctx.config import build_config, explicit_cli_values
 from longctx.eval.bookqa import BookQAConfig
 from longctx.eval.loss import LossConfig
 from longctx.eval.needle import NeedleConfig
-from longctx.stage import config_hash, is_done
+from longctx.stage import is_done, run_hash
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -42,7 +42,7 @@ def _build(
 
 
 def _skip_if_done(out: Path, cfg: Any, force: bool) -> bool:
-    if not force and is_done(out, config_hash(to_dict(cfg))):
+    if not force and is_done(out, run_hash(cfg)):
         typer.echo(f"{out}: already done with this config (use --force to rerun)")
         return True
     return False

@@ -28,7 +28,7 @@ import numpy as np
 
 from longctx.config import to_dict
 from longctx.eval.generate import EvalError, load_eval_model
-from longctx.stage import config_hash, sha256_file, write_json_atomic, write_manifest
+from longctx.stage import run_hash, sha256_file, write_json_atomic, write_manifest
 
 DEFAULT_POSITIONS = [1024, 16384, 32768, 65536, 131072]
 
@@ -225,7 +225,7 @@ def run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = No
             "stage": "eval.loss",
             "status": "done",
             "config": to_dict(cfg),
-            "config_hash": config_hash(to_dict(cfg)),
+            "config_hash": run_hash(cfg),
             "counts": {"rows": len(rows), "tokens_scored": int(counts.sum())},
             "input": {"data": str(cfg.data), "data_tokenizer_sha256": ds.tokenizer_sha256},
             "checksums": {

@@ -35,7 +35,15 @@ from longctx.config import to_dict
 from longctx.eval import scorers
 from longctx.eval.generate import EvalError, first_line_done, greedy_generate, load_eval_model
 from longctx.eval.haystack import Haystack, collapse_whitespace, load_haystack
-from longctx.stage import config_hash, sha256_file, sha256_text, write_json_atomic, write_manifest
+from longctx.stage import (
+    config_hash,
+    path_identity,
+    run_hash,
+    sha256_file,
+    sha256_text,
+    write_json_atomic,
+    write_manifest,
+)
 
 # ------------------------------------------------------------------------------ protocols
 PAPER_NEEDLE = (
@@ -310,6 +318,7 @@ def _cell_settings(cfg: NeedleConfig, hay: Haystack) -> dict[str, Any]:
     """Everything a cell's result depends on (not the plot-only fields)."""
     return {
         "model": cfg.model,
+        "model_identity": path_identity(cfg.model),  # a retrained model in the same folder
         "needle": cfg.needle,
         "haystack_sha256": hay.sha256,
         "rope_theta": cfg.rope_theta,
@@ -384,6 +393,7 @@ def run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None 
     result = {
         "stage": "eval.needle",
         "model": cfg.model,
+        "model_identity": path_identity(cfg.model),  # a retrained model in the same folder
         "needle": cfg.needle,
         "headline": head,
         "average": average,
@@ -422,7 +432,7 @@ def run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None 
             "stage": "eval.needle",
             "status": "done",
             "config": to_dict(cfg),
-            "config_hash": config_hash(to_dict(cfg)),
+            "config_hash": run_hash(cfg),
             "cell_hash": chash,
             "counts": {
                 "cells": len(cells),

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx.errors import LongctxError
-from longctx.stage import Timer, config_hash, read_manifest, sha256_file, write_manifest
+from longctx.stage import Timer, read_manifest, run_hash, sha256_file, write_manifest
 from longctx.train import checkpoint as ckpt
 from longctx.train import distributed as distrib
 from longctx.train.config import TrainConfig
@@ -124,11 +124,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     total_steps = cfg.resolved_steps()
     seq_len = cfg.resolved_seq_len()
     batch_tokens = cfg.resolved_batch_tokens()
-    run_hash = config_hash(asdict(cfg))
+    cfg_hash = run_hash(cfg)  # config + identity of the data and model it reads
     done = read_manifest(out)
     if done and done.get("stage") == "train" and done.get("status") == "done" \
-            and done.get("config_hash") == run_hash:
-        print(f"train: {out} is done with the same config (hash {run_hash}); skipping")
+            and done.get("config_hash") == cfg_hash:
+        print(f"train: {out} is done with the same config and inputs (hash {cfg_hash}); skipping")
         return done
 
     # 1. processes, data, model ---------------------------------------------------------
@@ -201,7 +201,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(metrics_path, start_step)
-        write_manifest(out, _manifest(cfg, run_hash, "running", rope_params, n_params, est,
+        write_manifest(out, _manifest(cfg, cfg_hash, "running", rope_params, n_params, est,
                                       start_step, tokens_seen, d.world, {}))
         print(f"train: {cfg.model} ({n_params / 1e6:.1f}M params), seq_len {seq_len}, "
               f"{rows_per_step} rows/step = {accum} accum x {cfg.micro_batch} micro x {d.world} "
@@ -262,7 +262,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if d.is_main:
             print(f"train: stopped by signal {interrupted} after step {sampler.step}; rerun the "
                   f"same command to resume")
-            write_manifest(out, _manifest(cfg, run_hash, "interrupted", rope_params, n_params,
+            write_manifest(out, _manifest(cfg, cfg_hash, "interrupted", rope_params, n_params,
                                           est, sampler.step, tokens_seen, d.world, last))
         distrib.teardown(d)
         sys.exit(128 + int(interrupted))
@@ -282,7 +282,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         export = {"dir": "final", "files": files,
                   "sha256": {f: sha256_file(final / f) for f in files
                              if f.endswith((".safetensors", ".json"))}}
-        manifest = _manifest(cfg, run_hash, "done", rope_params, n_params, est, sampler.step,
+        manifest = _manifest(cfg, cfg_hash, "done", rope_params, n_params, est, sampler.step,
                              tokens_seen, d.world, last, export=export, seconds=wall.wall)
         write_manifest(out, manifest)
         if writer is not None:
@@ -340,14 +340,14 @@ def _tensorboard(out: Path, cfg: TrainConfig) -> Any:
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _manifest(cfg: TrainConfig, run_hash: str, status: str, rope: dict, params: int, est: Any,
+def _manifest(cfg: TrainConfig, cfg_hash: str, status: str, rope: dict, params: int, est: Any,
               step: int, tokens: int, world: int, last: dict, export: dict | None = None,
               seconds: float | None = None) -> dict[str, Any]:
     return {
         "stage": "train",
         "status": status,
         "config": asdict(cfg),
-        "config_hash": run_hash,
+        "config_hash": cfg_hash,
         "model": cfg.model,
         "data": str(cfg.data),
         "data_tokenizer": (cfg.data_manifest.get("tokenizer") or {}),
