@@ -1,7 +1,7 @@
 """Tokenizer loading, identity and fast batched encoding.
 
-We load through ``AutoTokenizer`` (anything it accepts locally) but encode with the Rust
-``tokenizers`` backend directly: ``encode_batch`` without special tokens, then add BOS/EOS
+We load anything ``AutoTokenizer`` accepts locally (a plain ``tokenizer.json`` folder without
+importing transformers) and encode with the Rust ``tokenizers`` backend directly: ``encode_batch`` without special tokens, then add BOS/EOS
 ourselves so the policy is explicit and identical for every tokenizer family.
 
 Identity: ``fingerprint`` hashes the tokenizer's *content* (model vocab/merges, added
@@ -182,17 +182,73 @@ def resolve_tokenizer_dir(spec: str | Path | None) -> tuple[str, Path]:
     return str(p), p
 
 
+_RUST: dict[str, Any] = {}
+
+
+def rust_tokenizer(path: str | Path) -> Any:
+    """Load a tokenizer.json once per process (about 0.3 CPU-s each time otherwise)."""
+    key = str(path)
+    tok = _RUST.get(key)
+    if tok is None:
+        from tokenizers import Tokenizer as RustTokenizer
+
+        tok = _RUST[key] = RustTokenizer.from_file(key)
+    return tok
+
+
+def _token_content(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    return None
+
+
+def plain_special_ids(folder: Path) -> tuple[int | None, int | None] | None:
+    """BOS/EOS ids read from ``tokenizer.json`` + ``tokenizer_config.json`` without importing
+    transformers (seconds of CPU per process), or None when only AutoTokenizer can tell."""
+    tj, tc = folder / "tokenizer.json", folder / "tokenizer_config.json"
+    if not tj.is_file():
+        return None
+    if not tc.is_file():
+        return None, None  # a bare tokenizer.json declares no BOS/EOS
+    try:
+        cfg = json.loads(tc.read_text())
+    except (OSError, ValueError):
+        return None
+    backend = rust_tokenizer(tj)
+    ids = []
+    for key in ("bos_token", "eos_token"):
+        if key not in cfg and (folder / "special_tokens_map.json").is_file():
+            return None  # the special tokens may live in the map: let transformers decide
+        content = _token_content(cfg.get(key))
+        if content is None:
+            if cfg.get(key) is not None:
+                return None
+            ids.append(None)
+            continue
+        tid = backend.token_to_id(content)
+        if tid is None:
+            return None
+        ids.append(int(tid))
+    return ids[0], ids[1]
+
+
 def load_tokenizer(
     spec: str | Path | None = None, *, add_bos: bool = True, add_eos: bool = False
 ) -> Tokenizer:
-    """Load a local tokenizer; ``None`` loads the embedded SmolLM2 tokenizer."""
+    """Load a local tokenizer; ``None`` loads the embedded SmolLM2 tokenizer.
+
+    A folder with ``tokenizer.json`` whose BOS/EOS can be read plainly loads without
+    transformers; anything else (e.g. a SentencePiece ``tokenizer.model``) goes through
+    ``AutoTokenizer``. Both give the same ids and the same fingerprint.
+    """
     name, folder = resolve_tokenizer_dir(spec)
     hf = None
-    if (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
-        from tokenizers import Tokenizer as RustTokenizer
-
-        backend = RustTokenizer.from_file(str(folder / "tokenizer.json"))
-        bos_id = eos_id = None
+    ids = plain_special_ids(folder)
+    if ids is not None:
+        backend = rust_tokenizer(folder / "tokenizer.json")
+        bos_id, eos_id = ids
     else:
         from transformers import AutoTokenizer
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 
 import longctx.pack.scan  # noqa: F401
-from longctx.pack.tok import _rust_tokenizer
+from longctx.data.tokenizer import rust_tokenizer
 
 PRELOAD_ENV = "LONGCTX_PRELOAD_TOKENIZER"
 
 _path = os.environ.get(PRELOAD_ENV)
 if _path and os.path.isfile(_path):
-    _rust_tokenizer(_path)
+    rust_tokenizer(_path)

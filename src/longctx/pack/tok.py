@@ -3,19 +3,24 @@
 ``AutoTokenizer`` costs seconds of CPU per process (importing transformers), which would
 dominate a data build that tokenizes only what selection needs. When a tokenizer folder
 has ``tokenizer.json`` we load the Rust tokenizer directly and read BOS/EOS from
-``tokenizer_config.json``; the result is the same :class:`longctx.data.tokenizer.Tokenizer`
+``tokenizer_config.json`` (``longctx.data.tokenizer.plain_special_ids``, the same rule
+``load_tokenizer`` uses), so the result is the same :class:`~longctx.data.tokenizer.Tokenizer`
 (same ids, same content fingerprint) that ``load_tokenizer`` gives. Anything else falls back
 to ``load_tokenizer``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from longctx.data.tokenizer import Tokenizer, load_tokenizer, resolve_tokenizer_dir
+from longctx.data.tokenizer import (
+    Tokenizer,
+    load_tokenizer,
+    plain_special_ids,
+    resolve_tokenizer_dir,
+    rust_tokenizer,
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class TokenizerSpec:
     add_eos: bool = False
 
     def load(self) -> Tokenizer:
-        backend = _rust_tokenizer(str(Path(self.folder) / "tokenizer.json"))
+        backend = rust_tokenizer(Path(self.folder) / "tokenizer.json")
         return Tokenizer(
             name=self.name,
             backend=backend,
@@ -48,54 +53,6 @@ class TokenizerSpec:
         )
 
 
-_RUST: dict[str, Any] = {}
-
-
-def _rust_tokenizer(path: str) -> Any:
-    """Load a tokenizer.json once per process (about 0.3 CPU-s each time otherwise)."""
-    tok = _RUST.get(path)
-    if tok is None:
-        from tokenizers import Tokenizer as RustTokenizer
-
-        tok = _RUST[path] = RustTokenizer.from_file(path)
-    return tok
-
-
-def _token_content(value: object) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return value["content"]
-    return None
-
-
-def _fast_ids(folder: Path) -> tuple[int | None, int | None] | None:
-    """BOS/EOS ids from tokenizer_config.json, or None when they cannot be read plainly."""
-    tj, tc = folder / "tokenizer.json", folder / "tokenizer_config.json"
-    if not tj.is_file():
-        return None
-    if not tc.is_file():
-        return None, None  # load_tokenizer treats a bare tokenizer.json the same way
-    try:
-        cfg = json.loads(tc.read_text())
-    except (OSError, ValueError):
-        return None
-    backend = _rust_tokenizer(str(tj))
-    ids = []
-    for key in ("bos_token", "eos_token"):
-        content = _token_content(cfg.get(key))
-        if content is None:
-            if cfg.get(key) is not None:
-                return None
-            ids.append(None)
-            continue
-        tid = backend.token_to_id(content)
-        if tid is None:
-            return None
-        ids.append(int(tid))
-    return ids[0], ids[1]
-
-
 def resolve_spec(
     spec: str | None,
     *,
@@ -110,7 +67,7 @@ def resolve_spec(
     ``cache_dir/tokenizer.json`` so workers load that instead.
     """
     name, folder = resolve_tokenizer_dir(spec)
-    ids = _fast_ids(folder)
+    ids = plain_special_ids(folder)
     if ids is not None:
         return TokenizerSpec(name, str(folder), ids[0], ids[1], add_bos, add_eos)
     tok = load_tokenizer(spec, add_bos=add_bos, add_eos=add_eos)
