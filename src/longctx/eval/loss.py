@@ -14,6 +14,12 @@ Two attention modes decide what "position" means:
 
 The LM head runs over ``logits_chunk`` positions at a time, so a 128K row never
 materialises a [seq, vocab] logits tensor.
+
+Given a ``data build`` folder with a held-out split (``--eval-tokens``), the loss is measured
+on ``BUILD/heldout`` (documents no training row holds); without one it is measured on the
+training rows, and ``loss.json`` says so (``"split": "train"``). Every mean comes with a 95%
+bootstrap interval over documents (pieces), so a difference smaller than the interval is
+not read as a result.
 """
 
 from __future__ import annotations
@@ -100,28 +106,68 @@ def token_losses(model: Any, ids: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def row_targets(row: Any, mode: str, model: Any, chunk: int) -> tuple[np.ndarray, ...]:
-    """(losses, positions, domain index) of every scored target token in one packed row."""
-    losses, positions, domains = [], [], []
+    """(losses, positions, domain index, piece index) of every scored target token in one
+    packed row. Padding pieces (negative domain) are never scored."""
+    losses, positions, domains, pieces = [], [], [], []
     offs = row.doc_offsets
     if mode == "doc":
         for k in range(len(offs) - 1):
             a, b = int(offs[k]), int(offs[k + 1])
-            if b - a < 2:
+            if b - a < 2 or int(row.doc_domains[k]) < 0:
                 continue
             losses.append(token_losses(model, row.input_ids[a:b], chunk))
             positions.append(np.arange(1, b - a, dtype=np.int64))
             domains.append(np.full(b - a - 1, int(row.doc_domains[k]), dtype=np.int64))
+            pieces.append(np.full(b - a - 1, k, dtype=np.int64))
     else:
         n = len(row.input_ids)
-        keep = ~row.doc_start_mask()[1:]
         piece = np.repeat(np.arange(len(offs) - 1), np.diff(offs))[1:]
+        dom = row.doc_domains[piece].astype(np.int64)
+        keep = ~row.doc_start_mask()[1:] & (dom >= 0)
         losses.append(token_losses(model, row.input_ids, chunk)[keep])
         positions.append(np.arange(1, n, dtype=np.int64)[keep])
-        domains.append(row.doc_domains[piece][keep].astype(np.int64))
+        domains.append(dom[keep])
+        pieces.append(piece[keep])
     if not losses:
         z = np.zeros(0)
-        return z, z.astype(np.int64), z.astype(np.int64)
-    return np.concatenate(losses), np.concatenate(positions), np.concatenate(domains)
+        return z, z.astype(np.int64), z.astype(np.int64), z.astype(np.int64)
+    return (np.concatenate(losses), np.concatenate(positions), np.concatenate(domains),
+            np.concatenate(pieces))
+
+
+def resolve_split(data: str | Path) -> tuple[Path, str]:
+    """(folder to read, split name): a build's held-out part when it has one."""
+    from longctx.stage import read_manifest
+
+    folder = Path(data)
+    manifest = read_manifest(folder) or {}
+    if manifest.get("stage") == "data.heldout":
+        return folder, "heldout"
+    held = folder / "heldout"
+    if isinstance(manifest.get("heldout"), dict) and (held / "manifest.json").is_file():
+        return held, "heldout"
+    return folder, "train"
+
+
+BOOTSTRAP_SAMPLES = 1000
+
+
+def bootstrap_interval(
+    sums: np.ndarray, counts: np.ndarray, rng: np.random.Generator, samples: int = BOOTSTRAP_SAMPLES
+) -> list[float] | None:
+    """95% percentile interval of sum(loss)/sum(count) when documents are resampled.
+
+    ``sums``/``counts`` hold one entry per document (piece); documents with no scored token
+    in this cell are left out before resampling.
+    """
+    keep = counts > 0
+    s, c = sums[keep], counts[keep]
+    if len(c) < 2:  # one document says nothing about the spread
+        return None
+    idx = rng.integers(0, len(c), size=(samples, len(c)))
+    means = s[idx].sum(axis=1) / c[idx].sum(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
 
 
 def select_rows(n: int, max_rows: int | None) -> list[int]:
@@ -142,7 +188,11 @@ def run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = No
 
     t0 = time.perf_counter()
     buckets = parse_buckets(cfg.buckets)
-    ds = PackedDataset(cfg.data)
+    folder, split = resolve_split(cfg.data)
+    if split == "train":
+        print(f"eval loss: {cfg.data} has no held-out split (build it with --eval-tokens); "
+              f"measuring on TRAINING rows", file=sys.stderr)
+    ds = PackedDataset(folder, stages=("data.build", "data.heldout"))
     tok = load_tokenizer(resolve_model_dir(cfg.model))
     check_tokenizer_match(ds.tokenizer_sha256, tok.fingerprint, data_dir=cfg.data, model=cfg.model)
     rows = select_rows(len(ds), cfg.max_rows)
@@ -161,23 +211,46 @@ def run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = No
     nd, nb, npos = len(vocab), len(buckets), len(positions)
     sums, counts = np.zeros((nd, nb)), np.zeros((nd, nb), dtype=np.int64)
     psums, pcounts = np.zeros(npos), np.zeros(npos, dtype=np.int64)
+    # per document (piece): domain, bucket sums/counts, Loss@P sums/counts (for intervals)
+    doc_dom: list[int] = []
+    doc_b: list[np.ndarray] = []
+    doc_p: list[np.ndarray] = []
     show = sys.stderr.isatty() if progress is None else progress
     with Progress(disable=not show, transient=True) as bar:
         task = bar.add_task("eval loss", total=len(rows))
         for i in rows:
-            loss, pos, dom = row_targets(ds.row(i), cfg.attention, model, cfg.logits_chunk)
+            loss, pos, dom, piece = row_targets(ds.row(i), cfg.attention, model,
+                                                cfg.logits_chunk)
             if dom.size and (dom.max() >= nd or dom.min() < 0):
-                raise EvalError(f"{cfg.data}: row {i} has a domain index outside domain_vocab")
+                raise EvalError(f"{folder}: row {i} has a domain index outside domain_vocab")
+            pbin = np.searchsorted(edges, pos, side="right") - 1  # Loss@P: [previous P, P)
+            ids, first, local = np.unique(piece, return_index=True, return_inverse=True)
+            bsum, bcnt = np.zeros((len(ids), nb)), np.zeros((len(ids), nb))
             for k, (_, lo, hi) in enumerate(buckets):
                 m = (pos >= lo) & (pos < hi)
                 sums[:, k] += np.bincount(dom[m], weights=loss[m], minlength=nd)
                 counts[:, k] += np.bincount(dom[m], minlength=nd)
-            # Loss@P: mean over positions in [previous P, P)
-            pbin = np.searchsorted(edges, pos, side="right") - 1
+                bsum[:, k] = np.bincount(local[m], weights=loss[m], minlength=len(ids))
+                bcnt[:, k] = np.bincount(local[m], minlength=len(ids))
             ok = pbin < npos
             psums += np.bincount(pbin[ok], weights=loss[ok], minlength=npos)
             pcounts += np.bincount(pbin[ok], minlength=npos)
+            psum, pcnt = np.zeros((len(ids), npos)), np.zeros((len(ids), npos))
+            np.add.at(psum, (local[ok], pbin[ok]), loss[ok])
+            np.add.at(pcnt, (local[ok], pbin[ok]), 1)
+            doc_dom.extend(int(dom[j]) for j in first)
+            doc_b.append(np.stack([bsum, bcnt], axis=-1))
+            doc_p.append(np.stack([psum, pcnt], axis=-1))
             bar.advance(task)
+
+    rng = np.random.default_rng(0)
+    ddom = np.asarray(doc_dom, dtype=np.int64)
+    db = np.concatenate(doc_b) if doc_b else np.zeros((0, nb, 2))
+    dp = np.concatenate(doc_p) if doc_p else np.zeros((0, npos, 2))
+
+    def interval(block: np.ndarray, col: int, mask: np.ndarray | None = None) -> list[float] | None:
+        rows_ = block if mask is None else block[mask]
+        return bootstrap_interval(rows_[:, col, 0], rows_[:, col, 1], rng)
 
     def mean(s: float, c: int) -> float | None:
         return float(s / c) if c else None
@@ -195,6 +268,22 @@ def run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = No
         },
         "overall": {names[k]: mean(sums[:, k].sum(), counts[:, k].sum()) for k in range(nb)},
         "positions": {str(p): mean(psums[j], pcounts[j]) for j, p in enumerate(positions)},
+        "split": split,
+        "split_note": (
+            "held-out documents: in no training row of any mixture built with the same "
+            "eval_fraction and eval_seed" if split == "heldout" else
+            "TRAINING rows: the model may have been trained on these tokens"
+        ),
+        "interval95": {
+            vocab[d]: {names[k]: interval(db, k, ddom == d) for k in range(nb)} for d in range(nd)
+        },
+        "overall_interval95": {names[k]: interval(db, k) for k in range(nb)},
+        "positions_interval95": {str(p): interval(dp, j) for j, p in enumerate(positions)},
+        "interval_rule": (
+            f"95% percentile bootstrap over documents (pieces), {BOOTSTRAP_SAMPLES} resamples, "
+            f"seed 0; documents: {len(ddom)}"
+        ),
+        "data_read": str(folder),
         "tokens": {
             "rows": len(rows),
             "rows_total": len(ds),
@@ -227,7 +316,8 @@ def run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = No
             "config": to_dict(cfg),
             "config_hash": run_hash(cfg),
             "counts": {"rows": len(rows), "tokens_scored": int(counts.sum())},
-            "input": {"data": str(cfg.data), "data_tokenizer_sha256": ds.tokenizer_sha256},
+            "input": {"data": str(cfg.data), "read": str(folder), "split": split,
+                      "data_tokenizer_sha256": ds.tokenizer_sha256},
             "checksums": {
                 "loss.json": sha256_file(out / "loss.json"),
                 "loss.png": sha256_file(out / "loss.png"),

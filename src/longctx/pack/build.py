@@ -56,12 +56,15 @@ from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import SpillReader, load_eligible
 from longctx.pack.tok import TokenizerSpec, resolve_spec
 from longctx.pack.workers import prestart, run_scans, stop_forkserver
-from longctx.stage import Timer, config_hash, is_done, read_manifest, write_manifest
+from longctx.stage import Timer, config_hash, is_done, read_manifest, stage_output, write_manifest
 
 STAGE = "data.build"
 WORK_DIR = ".work"
 TOKENIZER_CACHE = ".tokenizer"  # a converted tokenizer.json for workers, when one is needed
 SHARD_BYTES = 256 << 20
+MAX_SEQ_LEN = 1 << 24  # 16M tokens per row: far beyond any model, well inside int32 offsets
+HELDOUT_DIR = "heldout"
+HELDOUT_STAGE = "data.heldout"
 FAIL_HOOK_ENV = "LONGCTX_BUILD_FAIL_AT"  # test hook: "scan:N" / "pack:N" raises mid-build
 
 
@@ -94,13 +97,26 @@ class BuildConfig:
     subset: bool = True  # read a seeded subset of files when budgets are far below the corpus
     margin: float = 1.2  # subset must hold margin x each budget in eligible tokens
     min_files: int = 4  # subset reads at least this many files (all when fewer)
-    force: bool = False  # rebuild even when a finished build with the same config exists
+    eval_tokens: str | None = None  # held-out tokens per domain packed into OUT/heldout
+    eval_fraction: float = 0.05  # documents (by content hash) never used for training
+    eval_seq_len: int = 0  # held-out row length; 0 = seq_len
+    eval_seed: int = 0  # held-out hash seed, apart from ``seed`` so repeats share one split
+    force: bool = False  # rebuild even when done; take over a folder longctx did not write
+
+    @property
+    def heldout_fraction(self) -> float:
+        """The fraction actually held out: none unless ``eval_tokens`` asks for a split."""
+        return self.eval_fraction if self.eval_tokens else 0.0
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.seq_len <= 0:
-            raise ConfigError(f"seq_len: must be positive, got {self.seq_len}")
+        for key in ("seq_len", "eval_seq_len"):
+            v = getattr(self, key)
+            if v < (1 if key == "seq_len" else 0) or v > MAX_SEQ_LEN:
+                raise ConfigError(f"{key}: must be between 1 and {MAX_SEQ_LEN:,}, got {v}")
+        if not (0.0 < self.eval_fraction < 1.0) or not math.isfinite(self.eval_fraction):
+            raise ConfigError(f"eval_fraction: must be in (0, 1), got {self.eval_fraction}")
         if self.long_threshold <= 0:
             raise ConfigError(f"long_threshold: must be positive, got {self.long_threshold}")
         if not 0.0 <= self.short_keep <= 1.0:
@@ -124,6 +140,8 @@ class BuildConfig:
         if self.tokens is None:
             raise ConfigError("tokens: give --tokens N (e.g. 600K, 100M, 5B)")
         parse_count(self.tokens, name="tokens")
+        if self.eval_tokens is not None:
+            parse_count(self.eval_tokens, name="eval_tokens")
 
     def output_config(self) -> dict[str, Any]:
         """The config that decides the output (workers/out/force do not)."""
@@ -250,6 +268,7 @@ def plan_scan(cfg: BuildConfig) -> ScanPlan:
             "long_threshold": cfg.long_threshold,
             "keep": keep,
             "inputs": inputs_fp,
+            **({"heldout": [cfg.heldout_fraction, cfg.eval_seed]} if cfg.heldout_fraction else {}),
         }
     )
     out_cfg = cfg.output_config()
@@ -264,6 +283,7 @@ def plan_scan(cfg: BuildConfig) -> ScanPlan:
             index=i, path=str(files[i]), rel=rels[i], work_dir=str(work), scan_hash=scan_hash,
             tokenizer=spec, text_field=cfg.text_field, domain_field=cfg.domain_field,
             seed=cfg.seed, long_threshold=cfg.long_threshold, keep=keep, strict=cfg.strict,
+            heldout=cfg.heldout_fraction, heldout_seed=cfg.eval_seed,
         )
         for i in order
     ]
@@ -290,7 +310,8 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
 
         started = prestart(resolve_tokenizer_dir(cfg.tokenizer)[1] / "tokenizer.json")
     try:
-        return _build(cfg, progress, timer)
+        with stage_output(cfg.out or "", STAGE, force=cfg.force, inputs=cfg.inputs):
+            return _build(cfg, progress, timer)
     finally:
         if started:
             stop_forkserver()
@@ -302,13 +323,15 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
     dtype = tok.dtype
     requested, rows, total, keep = plan.requested, plan.rows, plan.total, plan.keep
     out_cfg, cfg_hash, rels = plan.out_cfg, plan.cfg_hash, plan.rels
-    if not cfg.force and is_done(out, cfg_hash):
-        manifest = read_manifest(out) or {}
-        if all((out / s["path"]).is_file() for s in manifest.get("shards", [])):
-            manifest["skipped_rerun"] = True
-            shutil.rmtree(out / TOKENIZER_CACHE, ignore_errors=True)
-            return manifest
-
+    before = read_manifest(out)
+    if not cfg.force and is_done(out, cfg_hash) and _outputs_intact(out, before or {}):
+        manifest = dict(before or {})
+        manifest["skipped_rerun"] = True
+        shutil.rmtree(out / TOKENIZER_CACHE, ignore_errors=True)
+        return manifest
+    # Only a folder whose manifest is this stage's holds shards and work files of ours;
+    # in a folder taken over with --force nothing that was there is deleted.
+    owned = before is not None and before.get("stage") == STAGE
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, {"stage": STAGE, "status": "running", "format_version": FORMAT_VERSION,
                          "config": out_cfg, "config_hash": cfg_hash})
@@ -412,8 +435,10 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
         assert int(sel.length.sum()) == total
 
         # ---- pack
-        for old in out.glob("shard-*.arrow"):
-            old.unlink()
+        if owned:
+            for old in out.glob("shard-*.arrow"):
+                old.unlink()
+            shutil.rmtree(out / HELDOUT_DIR, ignore_errors=True)
         shard_rows = cfg.shard_rows or max(1, SHARD_BYTES // (cfg.seq_len * dtype.itemsize))
         reader = SpillReader(work, dtype)
         pack_bar = bar.add_task("pack rows", total=rows)
@@ -457,6 +482,10 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
             if writer is not None:
                 writer.close()
     assert written == rows
+    heldout = (
+        write_heldout(out / HELDOUT_DIR, work, summaries, cfg, tok, dtype, vocab)
+        if cfg.heldout_fraction else None
+    )
 
     # ---- manifest
     timer.__exit__(None, None, None)
@@ -465,10 +494,133 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
         requested, vocab, est, shares, budgets, sel, el, stats, shards, rels, tasks,
         summaries, timer, pools,
     )
+    if heldout is not None:
+        manifest["heldout"] = heldout
     write_manifest(out, manifest)
     shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(out / TOKENIZER_CACHE, ignore_errors=True)
     return manifest
+
+
+def _outputs_intact(out: Path, manifest: dict[str, Any]) -> bool:
+    """A finished build is reused only while every file it lists is there and unchanged."""
+    from longctx.stage import StageError, verified_file
+
+    try:
+        for s in manifest.get("shards", []):
+            verified_file(out, s.get("path"), s.get("sha256"), what="shard")
+        if isinstance(manifest.get("heldout"), dict):
+            sub = out / HELDOUT_DIR
+            held = read_manifest(sub) or {}
+            for s in held.get("shards", []):
+                verified_file(sub, s.get("path"), s.get("sha256"), what="held-out shard")
+    except (StageError, AttributeError):
+        return False
+    return True
+
+
+def write_heldout(
+    folder: Path, work: Path, summaries: list[dict[str, Any]], cfg: BuildConfig, tok: Any,
+    dtype: np.dtype, vocab: list[str],
+) -> dict[str, Any]:
+    """Pack the held-out documents of the files read into ``folder`` (whole documents from
+    their first token, per domain up to ``eval_tokens``) and return the build manifest's
+    ``heldout`` entry."""
+    from longctx.mix.heldout import PAD_DOMAIN, choose_heldout, pack_heldout
+    from longctx.pack.scan import heldout_paths
+
+    seq_len = cfg.eval_seq_len or cfg.seq_len
+    per_domain = parse_count(str(cfg.eval_tokens), name="eval_tokens")
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "line", "domain", "length",
+                                                         "priority", "start")}
+    names: list[str] = []
+    for s in summaries:
+        info = s.get("heldout") or {}
+        _, mpath = heldout_paths(work, s["index"])
+        with np.load(mpath) as m:
+            length = m["length"]
+            local = [info["domains"][int(c)] for c in m["domain"]] if len(length) else []
+            cols["file"].append(np.full(len(length), s["index"], dtype=np.int64))
+            cols["line"].append(m["line"])
+            cols["length"].append(length)
+            cols["priority"].append(m["priority"])
+            cols["start"].append(np.cumsum(length) - length)
+            names.extend(local)
+    all_domains = sorted(set(vocab) | set(names))
+    code = {d: i for i, d in enumerate(all_domains)}
+    c = {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int64)) for k, v in cols.items()}
+    c["domain"] = np.asarray([code[d] for d in names], dtype=np.int64)
+    picked = choose_heldout(c["domain"], c["length"], c["priority"], per_domain, seq_len)
+    rows = pack_heldout(c["length"][picked], c["priority"][picked], seq_len)
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = ShardWriter(folder / "shard-00000.arrow", seq_len, dtype, provenance=True)
+    pad_id = int(tok.eos_id if tok.eos_id is not None else 0)
+    item = np.dtype(dtype).itemsize
+    try:
+        for row in rows:
+            ids = np.full(seq_len, pad_id, dtype=dtype)
+            offsets, domains, pfile, pline = [0], [], [], []
+            for j, n in zip(row.docs, row.lengths, strict=True):
+                i = int(picked[j])
+                path = heldout_paths(work, int(c["file"][i]))[0]
+                at = offsets[-1]
+                ids[at : at + n] = np.fromfile(path, dtype=dtype, count=n,
+                                               offset=int(c["start"][i]) * item)
+                offsets.append(at + n)
+                domains.append(int(c["domain"][i]))
+                pfile.append(int(c["file"][i]))
+                pline.append(int(c["line"][i]))
+            if row.padding:  # a padding piece: never scored
+                offsets.append(seq_len)
+                domains.append(PAD_DOMAIN)
+                pfile.append(-1)
+                pline.append(-1)
+            writer.write(
+                ids[None, :], [offsets], [domains], [False],
+                {"piece_file": [pfile], "piece_line": [pline], "piece_start": [[0] * len(pfile)]},
+            )
+        shard = writer.close()
+    except BaseException:
+        writer.close()
+        raise
+    ids_sorted = sorted(f"{summaries_rel(summaries, int(c['file'][i]))}:{int(c['line'][i])}"
+                        for i in picked)
+    tokens = np.minimum(c["length"][picked], seq_len)
+    dom = c["domain"][picked]
+    held_all = {d: int(np.sum(c["domain"] == k)) for d, k in code.items() if np.any(c["domain"] == k)}
+    entry = {
+        "path": HELDOUT_DIR,
+        "fraction": cfg.eval_fraction,
+        "seed": cfg.eval_seed,
+        "seq_len": seq_len,
+        "tokens_per_domain_target": per_domain,
+        "documents": int(len(picked)),
+        "documents_held_out": int(len(c["length"])),
+        "documents_held_out_per_domain": held_all,
+        "tokens": int(tokens.sum()),
+        "padding_tokens": int(sum(r.padding for r in rows)),
+        "truncated_documents": int(np.sum(c["length"][picked] > seq_len)),
+        "domains": {d: {"documents": int(np.sum(dom == k)), "tokens": int(tokens[dom == k].sum())}
+                    for d, k in code.items() if np.any(dom == k)},
+        "doc_ids_sha256": hashlib.sha256("\n".join(ids_sorted).encode()).hexdigest(),
+        "rule": "a document is held out when blake2b(text, key=eval_seed) < eval_fraction; "
+                "held-out documents are in no training row of any strategy built with the same "
+                "eval_fraction and eval_seed",
+    }
+    write_manifest(folder, {
+        "stage": HELDOUT_STAGE, "status": "done", "format_version": FORMAT_VERSION,
+        "config_hash": config_hash(entry), "seq_len": seq_len, "num_sequences": len(rows),
+        "dtype": np.dtype(dtype).name, "domain_vocab": all_domains, "tokenizer": tok.describe(),
+        "shards": [shard], "heldout": entry,
+    })
+    return entry
+
+
+def summaries_rel(summaries: list[dict[str, Any]], index: int) -> str:
+    for s in summaries:
+        if s["index"] == index:
+            return s["file"]
+    return str(index)
 
 
 def _manifest(

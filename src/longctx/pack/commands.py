@@ -27,6 +27,13 @@ def _summary(manifest: dict[str, Any]) -> str:
         lines.append(f"  skipped records: {manifest['skipped']}")
     for w in manifest.get("warnings", []):
         lines.append(f"  warning: {w}")
+    held = manifest.get("heldout")
+    if held:
+        lines.append(
+            f"  held out: {held['documents_held_out']} documents (fraction {held['fraction']}); "
+            f"{held['documents']} packed into {held['path']}/ ({held['tokens']:,} tokens, "
+            f"{held['padding_tokens']:,} padding)"
+        )
     files = manifest.get("input_files", {})
     if files.get("subset"):
         lines.append(f"  read {files['read']} of {files['total']} input files (seeded subset)")
@@ -82,7 +89,21 @@ def build_command(
         4, help="The subset reads at least this many files (and until no new domain shows up "
         "in the second half of the files read)."
     ),
-    force: bool = typer.Option(False, "--force", help="Rebuild even if a finished build matches."),
+    eval_tokens: str = typer.Option(
+        None, help="Hold out documents for evaluation and pack up to this many of their tokens "
+        "per domain into OUT/heldout (e.g. 200K); held-out documents are in no training row."
+    ),
+    eval_fraction: float = typer.Option(
+        0.05, help="Fraction of documents held out (by a seeded hash of their text)."
+    ),
+    eval_seq_len: int = typer.Option(0, help="Held-out row length (0: --seq-len)."),
+    eval_seed: int = typer.Option(
+        0, help="Seed of the held-out split (apart from --seed, so repeats share one split)."
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Rebuild even if a finished build matches; take over a folder "
+        "holding files longctx did not write (nothing there is deleted)."
+    ),
     config: Path = typer.Option(None, "--config", "-c", help="YAML file with any of these keys."),
     set_: list[str] = typer.Option(
         None, "--set", help="Override a config key: --set short_keep=0.2 (repeatable)."
@@ -105,6 +126,8 @@ def build_command(
         "text_field": text_field, "domain_field": domain_field, "seed": seed,
         "workers": workers, "strict": strict, "bos": bos, "eos": eos, "shard_rows": shard_rows,
         "subset": subset, "margin": margin, "min_files": min_files, "force": force,
+        "eval_tokens": eval_tokens, "eval_fraction": eval_fraction, "eval_seq_len": eval_seq_len,
+        "eval_seed": eval_seed,
     }
     cli = explicit_cli_values(ctx, values)
     cfg = build_config(BuildConfig, config_file=config, cli=cli, overrides=set_ or [])

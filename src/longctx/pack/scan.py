@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from longctx.data.readers import Document, Fields, iter_file
+from longctx.mix.heldout import heldout_draw, is_heldout
 from longctx.mix.sampling import doc_draws, keeps_short
 from longctx.pack.tok import TokenizerSpec
 
@@ -63,6 +64,8 @@ class ScanTask:
     keep: float  # probability a short doc is eligible (1.0: no length rule)
     strict: bool
     covered: tuple[str, ...] = ()  # domains whose pool is already frozen: count only
+    heldout: float = 0.0  # fraction of documents (by content hash) set aside for evaluation
+    heldout_seed: int = 0
 
     @property
     def stem(self) -> Path:
@@ -81,6 +84,12 @@ def meta_path(work_dir: str | Path, index: int) -> Path:
     return Path(work_dir) / f"{index:07d}.meta.npz"
 
 
+def heldout_paths(work_dir: str | Path, index: int) -> tuple[Path, Path]:
+    """(tokens, metadata) of a file's held-out documents."""
+    stem = Path(work_dir) / f"{index:07d}.heldout"
+    return stem.with_suffix(".bin"), stem.with_suffix(".npz")
+
+
 def load_done(task: ScanTask) -> dict[str, Any] | None:
     """The summary of a finished scan of this file with the same scan settings, if any."""
     p = marker_path(task)
@@ -93,6 +102,8 @@ def load_done(task: ScanTask) -> dict[str, Any] | None:
     if summary.get("scan_hash") != task.scan_hash:
         return None
     if not tokens_path(task.work_dir, task.index).is_file():
+        return None
+    if task.heldout and not all(p.is_file() for p in heldout_paths(task.work_dir, task.index)):
         return None
     return summary
 
@@ -177,13 +188,21 @@ def write_frozen(work_dir: str | Path, domains: set[str]) -> None:
 
 
 def _batches(
-    task: ScanTask, docs: Iterator[Document], stats: dict[str, Counter], frozen: _Frozen
+    task: ScanTask, docs: Iterator[Document], stats: dict[str, Counter], frozen: _Frozen,
+    held: list[tuple[Document, int]],
 ) -> Iterator:
-    """Yield lists of (doc, u, priority, nbytes, needs_tokens) in file order."""
+    """Yield lists of (doc, u, priority, nbytes, needs_tokens) in file order; held-out
+    documents go to ``held`` instead (before any other rule, so the held-out set does not
+    depend on the strategy or on which domains are frozen) and count nowhere else."""
     specials = task.tokenizer.specials_per_doc
     batch: list = []
     size = 0
     for doc in docs:
+        if task.heldout:
+            hu, hprio = heldout_draw(task.heldout_seed, doc.text)
+            if is_heldout(hu, task.heldout):
+                held.append((doc, hprio))
+                continue
         nbytes = len(doc.text.encode("utf-8"))
         st = stats[doc.domain]
         st["docs"] += 1
@@ -228,7 +247,8 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
     with open(tmp_tokens, "wb") as out:
         docs = iter_file(task.path, fields, skipped, task.strict)
         frozen = _Frozen(task)
-        for batch in _batches(task, docs, stats, frozen):
+        held: list[tuple[Document, int]] = []
+        for batch in _batches(task, docs, stats, frozen, held):
             encoded = encode_documents_fast(tok, [b[0].text for b in batch])
             for (doc, u, prio, nbytes, drawn), ids in zip(batch, encoded, strict=True):
                 n = len(ids)
@@ -266,6 +286,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         length=np.asarray(lengths, dtype=np.int64),
         priority=np.asarray(prios, dtype=np.uint64),
     )
+    heldout = _write_heldout(task, tok, held) if task.heldout else None
     os.replace(tmp_tokens, tpath)
     os.replace(tmp_meta, mpath)
     summary = {
@@ -278,10 +299,46 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         "skipped": dict(sorted(skipped.items())),
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
+    if heldout is not None:
+        summary["heldout"] = heldout
     tmp_marker = marker_path(task).with_suffix(".done.tmp")
     tmp_marker.write_text(json.dumps(summary))
     os.replace(tmp_marker, marker_path(task))
     return summary
+
+
+def _write_heldout(task: ScanTask, tok: Any, held: list[tuple[Document, int]]) -> dict[str, Any]:
+    """Tokenize a file's held-out documents whole and spill them beside its scan."""
+    domains: list[str] = []
+    code: dict[str, int] = {}
+    cols: dict[str, list[int]] = {"line": [], "domain": [], "length": [], "priority": []}
+    tpath, mpath = heldout_paths(task.work_dir, task.index)
+    tmp = tpath.with_name(tpath.name + ".tmp")
+    with open(tmp, "wb") as out:
+        for k in range(0, len(held), BATCH_DOCS):
+            batch = held[k : k + BATCH_DOCS]
+            for (doc, prio), ids in zip(
+                batch, encode_documents_fast(tok, [d.text for d, _ in batch]), strict=True
+            ):
+                if doc.domain not in code:
+                    code[doc.domain] = len(domains)
+                    domains.append(doc.domain)
+                cols["line"].append(doc.index)
+                cols["domain"].append(code[doc.domain])
+                cols["length"].append(len(ids))
+                cols["priority"].append(prio)
+                out.write(ids.tobytes())
+    tmp_meta = mpath.with_name(mpath.name + ".tmp.npz")
+    np.savez(
+        tmp_meta,
+        line=np.asarray(cols["line"], dtype=np.int64),
+        domain=np.asarray(cols["domain"], dtype=np.int64),
+        length=np.asarray(cols["length"], dtype=np.int64),
+        priority=np.asarray(cols["priority"], dtype=np.uint64),
+    )
+    os.replace(tmp, tpath)
+    os.replace(tmp_meta, mpath)
+    return {"domains": domains, "docs": len(held), "tokens": int(sum(cols["length"]))}
 
 
 def scan_or_load(task: ScanTask) -> dict[str, Any]:

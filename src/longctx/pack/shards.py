@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from longctx.errors import LongctxError
-from longctx.stage import read_manifest
+from longctx.stage import MANIFEST, read_manifest, verified_file
 
 FORMAT_VERSION = 1
 SHARD_GLOB = "*.arrow"
@@ -151,33 +151,55 @@ class PackedDataset:
     """Random access over the rows of a packed folder (memory-mapped, zero-copy).
 
     Shards are listed in the manifest order; ``len`` and indices run across all shards.
+    Every shard is confined to the folder and checked against its recorded sha256 before it
+    is read. ``stages`` are the manifests accepted: training rows only by default, so a
+    held-out folder (``data.heldout``) cannot be trained on.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, stages: tuple[str, ...] = ("data.build",)) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise ShardError(f"packed data folder not found: {self.folder}")
         manifest = read_manifest(self.folder)
         if manifest is None:
+            why = "is torn or not a JSON object" if (self.folder / MANIFEST).exists() else "is missing"
             raise ShardError(
-                f"{self.folder} has no manifest.json (not built by `longctx data build`?)"
+                f"{self.folder}: manifest.json {why} (not a finished `longctx data build`?)"
+            )
+        if manifest.get("stage") not in stages:
+            raise ShardError(
+                f"{self.folder} is not packed data: its manifest says stage "
+                f"{manifest.get('stage')!r} (expected the output of `longctx data build`)"
             )
         if manifest.get("status", "done") != "done":
             raise ShardError(
                 f"{self.folder}: build did not finish (manifest status {manifest.get('status')!r})"
             )
+        shards = manifest.get("shards")
+        try:
+            self.seq_len = int(manifest["seq_len"])
+            if self.seq_len <= 0 or not isinstance(shards, list):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise ShardError(f"{self.folder / MANIFEST}: seq_len or shards missing or invalid") from None
         self.manifest = manifest
-        self.seq_len = int(manifest["seq_len"])
         self.domain_vocab: list[str] = list(manifest.get("domain_vocab", []))
         self._tables: list[pa.Table] = []
         self._starts: list[int] = []
         total = 0
-        for entry in manifest.get("shards", []):
-            path = self.folder / entry["path"]
-            if not path.is_file():
-                raise ShardError(f"shard listed in manifest is missing: {path}")
-            source = pa.memory_map(str(path), "r")
-            table = pa.ipc.open_stream(source).read_all()
+        for entry in shards:
+            if not isinstance(entry, dict):
+                raise ShardError(f"{self.folder / MANIFEST}: shard entry {entry!r} is not an object")
+            path = verified_file(self.folder, entry.get("path"), entry.get("sha256"), what="shard")
+            try:
+                source = pa.memory_map(str(path), "r")
+                table = pa.ipc.open_stream(source).read_all()
+            except (OSError, pa.ArrowException) as e:
+                raise ShardError(f"{path}: not a readable Arrow stream ({e})") from None
+            if "input_ids" not in table.column_names or (
+                table.schema.field("input_ids").type.list_size != self.seq_len
+            ):
+                raise ShardError(f"{path}: rows are not input_ids of length {self.seq_len}")
             self._tables.append(table)
             self._starts.append(total)
             total += table.num_rows
