@@ -90,7 +90,15 @@ BAD_LINES = [
     (json.dumps({"text": "t", "meta": {"redpajama_set_name": ""}}).encode(), R.MISSING_DOMAIN),
     (json.dumps({"text": "t", "meta": {"redpajama_set_name": ["A"]}}).encode(), R.INVALID_DOMAIN),
     (b'{"text": "caf\xe9", "meta": {"redpajama_set_name": "A"}}', R.INVALID_UTF8),
-    (b'{"text": "lone \\ud800 surrogate", "meta": {"redpajama_set_name": "A"}}', R.INVALID_UTF8),
+    (b'{"text": "lone \\ud800 surrogate", "meta": {"redpajama_set_name": "A"}}', R.INVALID_UNICODE),
+    (b'{"text": "t", "meta": {"redpajama_set_name": "A\\udfff"}}', R.INVALID_UNICODE),
+    (b'{"text": "t", "meta": {"redpajama_set_name": "' + b"d" * 300 + b'"}}', R.INVALID_DOMAIN),
+    (b"[" * 100_000 + b"]" * 100_000, R.TOO_DEEP),
+    (b'{"a":' * 5000 + b'{}' + b"}" * 5000, R.TOO_DEEP),
+    (b'{"text": "t", "meta": {"redpajama_set_name": "A"}, "x": ' + b"[" * 300 + b"]" * 300
+     + b"}", R.TOO_DEEP),
+    (b"\x00\x01binary\xff\x00garbage", R.INVALID_UTF8),
+    (b'{"text": "nul \x00 raw", "meta": {"redpajama_set_name": "A"}}', R.MALFORMED_JSON),
 ]
 
 

@@ -13,7 +13,9 @@ from typing import Annotated, Optional
 import typer
 
 from longctx.config import ConfigError, build_config, explicit_cli_values, parse_count
+from longctx.plotting import label
 
+MAX_PRINTED_DOMAINS = 30  # a corpus may have 30,000 domains; stats.json holds them all
 CONFIG_HELP = "YAML file with the same keys as the flags (underscores), e.g. long_threshold: 2048."
 SET_HELP = "Override one config key, KEY=VALUE (repeatable); wins over flags and --config."
 
@@ -187,10 +189,16 @@ def stats_command(
         f"{len(s['domains'])} domains -> {cfg.out}"
     )
     thr = s["long_threshold"]
-    for name, d in s["domains"].items():
+    names = list(s["domains"])  # largest first
+    for name in names[:MAX_PRINTED_DOMAINS]:
+        d = s["domains"][name]
         typer.echo(
-            f"  {name:<24} share {d['token_share']:6.1%}  p50 {d['length_percentiles']['p50']:>9,.0f}"
+            f"  {label(name, 60):<24} share {d['token_share']:6.1%}  "
+            f"p50 {d['length_percentiles']['p50']:>9,.0f}"
             f"  tokens in docs>={thr}: {d['long_token_fraction']:6.1%}"
         )
+    if len(names) > MAX_PRINTED_DOMAINS:
+        typer.echo(f"  … {len(names) - MAX_PRINTED_DOMAINS:,} smaller domains: see "
+                   f"{Path(cfg.out) / 'stats.json'}")
     if s.get("skipped"):
         typer.echo("  skipped: " + ", ".join(f"{k}={v}" for k, v in s["skipped"].items()))

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from longctx.data.readers import Fields, expand_inputs, iter_file
+from longctx.data.readers import Fields, domain_code_dtype, expand_inputs, iter_file
 from longctx.data.tokenizer import Tokenizer, load_tokenizer
 
 # Sampled scans also histogram every document's length in characters (2%-wide log bins), so
@@ -52,7 +52,7 @@ class FileLengths:
     file: str
     key: str  # stable id of the file inside the input set (relative path)
     domains: list[str]  # local domain vocabulary; ``domain`` indexes it
-    domain: np.ndarray  # int16
+    domain: np.ndarray  # int16, or int32 past 32,768 domains (domain_code_dtype)
     index: np.ndarray  # int64, 1-based line/row of the document in its file
     tokens: np.ndarray  # int64, with the tokenizer's BOS/EOS policy
     bytes: np.ndarray  # int64, UTF-8 bytes of the text
@@ -71,7 +71,7 @@ class LengthScan:
     files: list[str]
     domains: list[str]
     file_id: np.ndarray  # int32 index into files
-    domain: np.ndarray  # int16 index into domains
+    domain: np.ndarray  # index into domains (int16, or int32 past 32,768 domains)
     index: np.ndarray
     tokens: np.ndarray
     bytes: np.ndarray
@@ -212,7 +212,7 @@ def scan_file(
         file=path,
         key=key,
         domains=list(local),
-        domain=np.asarray(dom, dtype=np.int16),
+        domain=np.asarray(dom, dtype=domain_code_dtype(len(local))),
         index=np.asarray(idx, dtype=np.int64),
         tokens=np.asarray(tokens, dtype=np.int64),
         bytes=np.asarray(nbytes, dtype=np.int64),
@@ -321,7 +321,8 @@ def scan_lengths(
     for fid, res in enumerate(
         iter_scan(paths, tok, fields, workers, rate, seed, strict, progress)
     ):
-        remap = np.asarray([vocab.setdefault(d, len(vocab)) for d in res.domains], dtype=np.int16)
+        codes = [vocab.setdefault(d, len(vocab)) for d in res.domains]
+        remap = np.asarray(codes, dtype=domain_code_dtype(len(vocab)))
         for d, (n, b, c, mx) in res.totals.items():
             vocab.setdefault(d, len(vocab))
             t = totals.setdefault(d, {"docs": 0, "bytes": 0, "chars": 0, "max_chars": 0})
@@ -350,7 +351,7 @@ def scan_lengths(
         files=[str(p) for p in paths],
         domains=list(vocab),
         file_id=cat("file", np.int32),
-        domain=cat("dom", np.int16),
+        domain=cat("dom", domain_code_dtype(len(vocab))),
         index=cat("idx", np.int64),
         tokens=cat("tok", np.int64),
         bytes=cat("b", np.int64),

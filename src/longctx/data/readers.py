@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from longctx.errors import LongctxError
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
@@ -33,7 +35,10 @@ NON_STRING_TEXT = "non_string_text"
 EMPTY_TEXT = "empty_text"
 MISSING_DOMAIN = "missing_domain"
 INVALID_UTF8 = "invalid_utf8"
-INVALID_DOMAIN = "invalid_domain"  # domain is an object or a list, not a name
+INVALID_UNICODE = "invalid_unicode"  # a lone surrogate (JSON "\ud800") in the text or domain
+INVALID_DOMAIN = "invalid_domain"  # domain is an object or a list, not a name, or too long
+TOO_DEEP = "too_deep"  # JSON nested deeper than MAX_JSON_DEPTH
+LINE_TOO_LONG = "line_too_long"  # a line over MAX_LINE_BYTES, dropped while it streams
 TRUNCATED_FILE = "truncated_file"  # compressed stream ends before its end marker
 CORRUPT_FILE = "corrupt_file"  # compressed stream or parquet page cannot be decoded
 UNREADABLE_FILE = "unreadable_file"  # cannot be opened at all
@@ -47,6 +52,9 @@ SKIP_REASONS = (
     MISSING_DOMAIN,
     INVALID_DOMAIN,
     INVALID_UTF8,
+    INVALID_UNICODE,
+    TOO_DEEP,
+    LINE_TOO_LONG,
     TRUNCATED_FILE,
     CORRUPT_FILE,
     UNREADABLE_FILE,
@@ -55,7 +63,15 @@ SKIP_REASONS = (
 # Files a stage writes next to its outputs; a folder given as corpus input never reads them.
 _STAGE_FILES = frozenset({"manifest.json", "stats.json", "needle.json", "loss.json"})
 _CHUNK = 1 << 20
-_ZSTD_INPUT = 1 << 16
+_ZSTD_INPUT = 1 << 12
+# Real records nest a few levels; Python's JSON parser recurses per level and dies near 1,000,
+# at a depth that depends on the caller's stack. A fixed limit far below that is deterministic.
+MAX_JSON_DEPTH = 200
+# One line is held in memory whole; a longer one (a file without newlines) is dropped as it
+# streams, so memory stays bounded whatever the input.
+MAX_LINE_BYTES = 256 << 20
+# Domain names label plots, tables and manifests: longer ones are a wrong --domain-field.
+MAX_DOMAIN_CHARS = 256
 
 
 class DataError(LongctxError):
@@ -72,6 +88,12 @@ class Document:
     @property
     def doc_id(self) -> str:
         return f"{self.file}:{self.index}"
+
+
+def domain_code_dtype(num_domains: int) -> np.dtype:
+    """The integer type of domain codes for a vocabulary of ``num_domains`` names: int16 while
+    it fits (the shard format's default), int32 beyond 32,768 domains. Readers accept both."""
+    return np.dtype(np.int16) if num_domains <= 1 << 15 else np.dtype(np.int32)
 
 
 DOMAIN_FROM_DIR = "@dir"
@@ -171,11 +193,16 @@ def _get_dotted(record: dict, dotted: str) -> tuple[bool, object]:
 
 
 class _StreamError(Exception):
-    """A compressed stream ended early (``reason`` = truncated_file) or cannot be decoded."""
+    """A compressed stream ended early (``reason`` = truncated_file) or cannot be decoded.
+
+    ``partial`` is the unfinished last line when the stream stopped (set by
+    :func:`_iter_lines`): a complete record that lacked only its newline is still kept.
+    """
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+        self.partial: bytes | None = None
 
 
 def _decompressed_chunks(path: Path) -> Iterator[bytes]:
@@ -203,6 +230,8 @@ def _gunzip_chunks(f: io.BufferedReader) -> Iterator[bytes]:
     started = False  # a member is open and has not reached its end marker
     while block := f.read(_CHUNK):
         while block:
+            if not started and not block.strip(b"\0"):
+                break  # zero padding after a member (tape blocks): gzip ignores it too
             started = True
             try:
                 out = dec.decompress(block, _CHUNK)  # bounded output: memory stays flat
@@ -226,43 +255,101 @@ def _unzstd_chunks(f: io.BufferedReader) -> Iterator[bytes]:
     dctx = zstandard.ZstdDecompressor()
     dec = dctx.decompressobj()
     started = False  # a frame is open and has not reached its end marker
-    # zstandard's decompressobj has no output limit, so feed it small pieces: the output of
-    # one piece is bounded by the piece times the compression ratio (~4x for text).
-    while block := f.read(_ZSTD_INPUT):
-        while block:
-            started = True
-            try:
-                out = dec.decompress(block)
-            except zstandard.ZstdError as e:
-                raise _StreamError(CORRUPT_FILE, f"ZstdError: {e}") from None
-            if out:
-                yield out
-            if dec.eof:
-                block = dec.unused_data
-                dec = dctx.decompressobj()
-                started = False
-            else:
-                block = b""
+    # zstandard's decompressobj has no output limit, so feed it small pieces: one piece's
+    # output is bounded by the piece times the compression ratio (~4x for text; 32,768x at
+    # most, so a 4 KiB piece of a zstd bomb still decodes to at most 128 MiB).
+    while data := f.read(_CHUNK):
+        view = memoryview(data)
+        for pos in range(0, len(view), _ZSTD_INPUT):
+            block = view[pos : pos + _ZSTD_INPUT]
+            while block:
+                started = True
+                try:
+                    out = dec.decompress(block)
+                except zstandard.ZstdError as e:
+                    raise _StreamError(CORRUPT_FILE, f"ZstdError: {e}") from None
+                if out:
+                    yield out
+                if dec.eof:
+                    block = dec.unused_data
+                    dec = dctx.decompressobj()
+                    started = False
+                else:
+                    block = b""
     if started and not dec.eof:
         raise _StreamError(TRUNCATED_FILE, "zstd stream ends before its end marker")
 
 
-def _iter_lines(path: Path) -> Iterator[bytes]:
-    """Raw lines (without the newline) of a possibly compressed file, streaming."""
-    rest = b""
-    for chunk in _decompressed_chunks(path):
-        if rest:
-            chunk = rest + chunk
-        lines = chunk.split(b"\n")
-        rest = lines.pop()
-        yield from lines
-    if rest:
-        yield rest
+def _iter_lines(path: Path) -> Iterator[bytes | None]:
+    """Raw lines (without the newline) of a possibly compressed file, streaming.
+
+    A line longer than ``MAX_LINE_BYTES`` comes as ``None``: its bytes are dropped as they
+    arrive, so a file without newlines cannot fill memory. A line spanning chunks is
+    collected as a list and joined once (no quadratic re-copying of a long line).
+    """
+    partial: list[bytes] = []
+    size = 0
+    too_long = False
+    try:
+        for chunk in _decompressed_chunks(path):
+            pieces = chunk.split(b"\n")
+            tail = pieces.pop()
+            if pieces:
+                first = pieces[0]
+                if too_long or size + len(first) > MAX_LINE_BYTES:
+                    pieces[0] = None
+                elif partial:
+                    pieces[0] = b"".join([*partial, first])
+                partial, size, too_long = [], 0, False
+                for line in pieces:
+                    yield line if line is None or len(line) <= MAX_LINE_BYTES else None
+            if tail and not too_long:
+                partial.append(tail)
+                size += len(tail)
+                if size > MAX_LINE_BYTES:
+                    partial, too_long = [], True
+    except _StreamError as e:
+        e.partial = None if too_long else b"".join(partial)
+        raise
+    if too_long:
+        yield None
+    elif partial:
+        yield b"".join(partial)
 
 
 def _has_surrogate_escape(raw: bytes) -> bool:
     """True when a JSON line escapes a UTF-16 surrogate (only then can text be invalid UTF-8)."""
     return b"\\ud" in raw or b"\\uD" in raw
+
+
+def _has_lone_surrogate(s: str) -> bool:
+    """True when ``s`` holds a lone surrogate: it cannot be written as UTF-8 anywhere."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _too_deep(record: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when a parsed record nests containers deeper than ``limit`` (iterative walk)."""
+    stack = [(record, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def _domain_reason(domain: str) -> str | None:
+    """Why a domain name is unusable, or None."""
+    if len(domain) > MAX_DOMAIN_CHARS:
+        return INVALID_DOMAIN
+    if _has_lone_surrogate(domain):
+        return INVALID_UNICODE
+    return None
 
 
 def _record_to_document(record: object, fields: Fields, file: str, index: int) -> Document | str:
@@ -277,14 +364,18 @@ def _record_to_document(record: object, fields: Fields, file: str, index: int) -
     if not text.strip():
         return EMPTY_TEXT
     if fields.domain in (DOMAIN_FROM_DIR, DOMAIN_FROM_FILE):
-        return Document(text=text, domain=_domain_from_path(file, fields.domain), file=file,
-                        index=index)
-    ok, domain = _get_dotted(record, fields.domain)
-    if not ok or domain is None or (isinstance(domain, str) and not domain.strip()):
-        return MISSING_DOMAIN
-    if isinstance(domain, (dict, list, tuple)):
-        return INVALID_DOMAIN
-    return Document(text=text, domain=str(domain), file=file, index=index)
+        domain = _domain_from_path(file, fields.domain)  # a path may hold undecodable bytes
+    else:
+        ok, value = _get_dotted(record, fields.domain)
+        if not ok or value is None or (isinstance(value, str) and not value.strip()):
+            return MISSING_DOMAIN
+        if isinstance(value, (dict, list, tuple)):
+            return INVALID_DOMAIN
+        domain = str(value)
+    reason = _domain_reason(domain)
+    if reason:
+        return reason
+    return Document(text=text, domain=domain, file=file, index=index)
 
 
 def _skip(
@@ -297,43 +388,57 @@ def _skip(
     skipped[reason] += 1
 
 
+def _parse_line(
+    raw: bytes | None, fields: Fields, file: str, index: int
+) -> Document | tuple[str, str] | None:
+    """One jsonl line: a Document, (skip reason, detail), or None for a blank line."""
+    if raw is None:
+        return LINE_TOO_LONG, f"longer than {MAX_LINE_BYTES:,} bytes"
+    if index == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark is not part of the first record
+    if not raw.strip():
+        return None  # blank lines are layout, not records
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return INVALID_UTF8, str(e)
+    try:
+        record = json.loads(line)
+    except RecursionError:
+        return TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH}"
+    except ValueError as e:
+        return MALFORMED_JSON, str(e)
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(record):
+        return TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH}"
+    doc = _record_to_document(record, fields, file, index)
+    if isinstance(doc, str):
+        return doc, ""
+    if _has_surrogate_escape(raw) and _has_lone_surrogate(doc.text):
+        return INVALID_UNICODE, "lone surrogate in the text"
+    return doc
+
+
 def iter_jsonl(
     path: Path, fields: Fields, skipped: Counter, strict: bool = False
 ) -> Iterator[Document]:
     """Documents of a jsonl / jsonl.gz / jsonl.zst file; ``index`` is the 1-based line number."""
     file = str(path)
     index = 0
-    lines = _iter_lines(path)
     try:
-        for index, raw in enumerate(lines, start=1):
-            if index == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a UTF-8 byte-order mark is not part of the first record
-            if not raw.strip():
-                continue  # blank lines are layout, not records
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                _skip(skipped, INVALID_UTF8, file, index, strict, str(e))
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as e:
-                _skip(skipped, MALFORMED_JSON, file, index, strict, str(e))
-                continue
-            doc = _record_to_document(record, fields, file, index)
-            if isinstance(doc, str):
-                _skip(skipped, doc, file, index, strict)
-                continue
-            if _has_surrogate_escape(raw):
-                try:
-                    doc.text.encode("utf-8")
-                except UnicodeEncodeError as e:
-                    _skip(skipped, INVALID_UTF8, file, index, strict, f"lone surrogate: {e}")
-                    continue
-            yield doc
+        for index, raw in enumerate(_iter_lines(path), start=1):
+            got = _parse_line(raw, fields, file, index)
+            if isinstance(got, Document):
+                yield got
+            elif got is not None:
+                _skip(skipped, got[0], file, index, strict, got[1])
     except _StreamError as e:
-        # The line being assembled when the stream stopped is incomplete: it is the casualty,
-        # counted once under the stream's reason; everything before it was yielded.
+        # The line being assembled when the stream stopped is kept if it is a whole record
+        # (zcat prints it too); otherwise it is the casualty, counted under the stream's
+        # reason. Everything before it was yielded.
+        got = _parse_line(e.partial, fields, file, index + 1) if e.partial else None
+        if isinstance(got, Document):
+            yield got
+            index += 1
         _skip(skipped, e.reason, file, index + 1, strict, str(e))
     except OSError as e:
         _skip(skipped, UNREADABLE_FILE, file, index + 1 if index else 0, strict, str(e))

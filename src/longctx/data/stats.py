@@ -24,6 +24,7 @@ import numpy as np
 from longctx.config import ConfigError
 from longctx.data.lengths import LengthScan, file_keys, scan_lengths
 from longctx.data.readers import Fields, expand_inputs
+from longctx.plotting import MAX_DOMAINS, label, other_label, plain_text, split_top
 
 STAGE = "data.stats"
 PERCENTILES = (10, 25, 50, 75, 90, 99)
@@ -196,6 +197,14 @@ def _sampled_domain(
     return d
 
 
+def _rows_by_domain(codes: np.ndarray, n: int) -> list[np.ndarray]:
+    """Row indices of each domain's documents: one sort for all domains, not one pass per
+    domain (30,000 domains x millions of documents would be quadratic)."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n + 1))
+    return [order[bounds[i] : bounds[i + 1]] for i in range(n)]
+
+
 def compute_stats(scan: LengthScan, long_threshold: int = 4096) -> dict[str, Any]:
     """The ``stats.json`` content of a scan (pure: no I/O)."""
     sampled = scan.sampled
@@ -207,8 +216,7 @@ def compute_stats(scan: LengthScan, long_threshold: int = 4096) -> dict[str, Any
     fallback = int(scan.chars.sum()) / content_all if content_all > 0 else PAPER_CHARS_PER_TOKEN
     empty = {"docs": 0, "bytes": 0, "chars": 0, "max_chars": 0}
     domains: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(scan.domains):
-        m = scan.domain == i
+    for name, m in zip(scan.domains, _rows_by_domain(scan.domain, len(scan.domains)), strict=True):
         totals = scan.totals.get(name, empty)
         if sampled:
             hist = scan.char_hist.get(name) or (np.zeros(1, np.int64), np.zeros(1))
@@ -249,18 +257,51 @@ def compute_stats(scan: LengthScan, long_threshold: int = 4096) -> dict[str, Any
     }
 
 
+def plot_rows(stats: dict[str, Any], limit: int = MAX_DOMAINS) -> list[tuple[str, dict[str, Any]]]:
+    """(label, numbers) per bar of the stats figure: every domain when they fit in ``limit``
+    rows, else the largest by tokens and one "other" row summing the rest."""
+    domains = stats["domains"]
+    top, rest = split_top({n: d.get("tokens", 0) for n, d in domains.items()}, limit)
+    rows = [(label(n), domains[n]) for n in top]
+    if rest:
+        rows.append((other_label(rest), _merge_domains([domains[n] for n in rest])))
+    return rows
+
+
+def _merge_domains(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One "other" entry: shares summed, fractions and length bins weighted by tokens."""
+    tokens = sum(d["tokens"] for d in entries)
+    w = [d["tokens"] / tokens if tokens else 1 / len(entries) for d in entries]
+    nbins = len(entries[0]["length_bins"])
+    return {
+        "tokens": tokens,
+        "token_share": sum(d["token_share"] for d in entries),
+        "long_token_fraction": sum(x * d["long_token_fraction"] for x, d in zip(w, entries, strict=True)),
+        "length_bins": [sum(x * d["length_bins"][b] for x, d in zip(w, entries, strict=True))
+                        for b in range(nbins)],
+    }
+
+
 def plot_stats(stats: dict[str, Any], path: str | Path, dpi: int = 100) -> Path:
-    """The paper's Fig. 2 view as a PNG (1300×460 px at dpi 100): domain token shares, and
-    per domain the token share by document length with the long-token fraction marked."""
+    """The paper's Fig. 2 view as a PNG (1300×460 px at dpi 100 up to 14 domains): domain token shares, and
+    per domain the token share by document length with the long-token fraction marked.
+    Names are drawn verbatim (no math text); at most ``MAX_DOMAINS`` rows."""
+    with plain_text():
+        return _plot_stats(stats, Path(path), dpi)
+
+
+def _plot_stats(stats: dict[str, Any], path: Path, dpi: int) -> Path:
     from matplotlib.figure import Figure
 
-    domains = stats["domains"]
-    names = list(domains)[::-1]  # largest on top
+    rows = plot_rows(stats)[::-1]  # largest on top
+    names = [n for n, _ in rows]
+    ys = np.arange(len(rows))
     thr = stats["long_threshold"]
-    fig = Figure(figsize=(13, 4.6), dpi=dpi)
+    fig = Figure(figsize=(13, max(4.6, 1.0 + 0.25 * len(rows))), dpi=dpi)  # grows past 14 rows
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
-    shares = [domains[n]["token_share"] for n in names]
-    ax1.barh(names, shares, color="#4c72b0")
+    shares = [d["token_share"] for _, d in rows]
+    ax1.barh(ys, shares, color="#4c72b0")
+    ax1.set_yticks(ys, names)
     for y, s in enumerate(shares):
         ax1.text(s, y, f" {s:.1%}", va="center", fontsize=8)
     ax1.set_xlabel("share of corpus tokens")
@@ -273,26 +314,25 @@ def plot_stats(stats: dict[str, Any], path: str | Path, dpi: int = 100) -> Path:
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]
-    left = np.zeros(len(names))
+    left = np.zeros(len(rows))
     for b in range(len(edges)):
-        vals = np.asarray([domains[n]["length_bins"][b] for n in names])
-        ax2.barh(names, vals, left=left, color=cmap(b / max(1, len(edges) - 1)), label=labels[b])
+        vals = np.asarray([d["length_bins"][b] for _, d in rows])
+        ax2.barh(ys, vals, left=left, color=cmap(b / max(1, len(edges) - 1)), label=labels[b])
         left += vals
-    for y, n in enumerate(names):
-        ax2.plot([1 - domains[n]["long_token_fraction"]] * 2, [y - 0.4, y + 0.4], color="red", lw=2)
-        ax2.text(1.01, y, f"{domains[n]['long_token_fraction']:.0%}", va="center", fontsize=8)
+    for y, (_, d) in enumerate(rows):
+        ax2.plot([1 - d["long_token_fraction"]] * 2, [y - 0.4, y + 0.4], color="red", lw=2)
+        ax2.text(1.01, y, f"{d['long_token_fraction']:.0%}", va="center", fontsize=8)
     ax2.set_xlim(0, 1.1)
     ax2.set_xlabel(f"share of domain tokens by document length (red: docs ≥ {thr:,} tokens, "
                    "right of line)")
-    ax2.set_yticks(range(len(names)), [""] * len(names))
+    ax2.set_yticks(ys, [""] * len(rows))
     ax2.set_title("token share by document length")
     ax2.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.08, 0.5), title="tokens")
     sampled = " (sampled)" if stats.get("sampled") else ""
-    fig.suptitle(f"{stats['total_tokens']:,} tokens, {len(domains)} domains{sampled}")
+    fig.suptitle(f"{stats['total_tokens']:,} tokens, {len(stats['domains']):,} domains{sampled}")
     longest = max((len(n) for n in names), default=8)
-    left = min(0.35, 0.03 + 0.0068 * longest)  # room for the domain names at fontsize 10
-    fig.subplots_adjust(left=left, right=0.86, bottom=0.14, top=0.85, wspace=0.08)
-    path = Path(path)
+    left_margin = min(0.35, 0.03 + 0.0068 * longest)  # room for the domain names at fontsize 10
+    fig.subplots_adjust(left=left_margin, right=0.86, bottom=0.14, top=0.85, wspace=0.08)
     fig.savefig(path, format="png", dpi=dpi)
     return path
 
@@ -307,6 +347,7 @@ def run_stats(cfg: StatsConfig, progress: bool = True) -> dict[str, Any]:
     Skipped when the folder already holds a finished run of the same config and inputs.
     """
     from longctx.config import to_dict
+    from longctx.data.identity import files_identity
     from longctx.data.tokenizer import load_tokenizer
     from longctx.stage import (
         Timer,
@@ -324,7 +365,7 @@ def run_stats(cfg: StatsConfig, progress: bool = True) -> dict[str, Any]:
     config = to_dict(cfg)
     identity = {
         "config": {k: v for k, v in config.items() if k not in ("out", "workers", "plot")},
-        "files": [[k, f.stat().st_size] for k, f in zip(file_keys(files), files, strict=True)],
+        "files": files_identity(files, file_keys(files)),  # size, mtime, ctime: see identity.py
         "tokenizer": tok.fingerprint,
     }
     chash = config_hash(identity)
