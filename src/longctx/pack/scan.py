@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from longctx.data.readers import Document, Fields, iter_file
+from longctx.data.readers import Document, Fields, domain_code_dtype, iter_file
 from longctx.mix.heldout import heldout_draw, is_heldout
 from longctx.mix.sampling import doc_draws, keeps_short
 from longctx.pack.tok import TokenizerSpec
@@ -282,7 +282,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
     np.savez(
         tmp_meta,
         line=np.asarray(lines, dtype=np.int64),
-        domain=np.asarray(dcodes, dtype=np.int16),
+        domain=np.asarray(dcodes, dtype=domain_code_dtype(len(domains))),
         length=np.asarray(lengths, dtype=np.int64),
         priority=np.asarray(prios, dtype=np.uint64),
     )

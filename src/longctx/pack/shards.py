@@ -4,7 +4,8 @@ One row is one training sequence of exactly ``seq_len`` tokens:
 
 - ``input_ids``  fixed_size_list<uint16|uint32>[seq_len]
 - ``doc_offsets`` list<int32>: piece boundaries, starts at 0, ends at seq_len
-- ``doc_domains`` list<int16>: one domain index per piece (into manifest ``domain_vocab``)
+- ``doc_domains`` list<int16>: one domain index per piece (into manifest ``domain_vocab``);
+  list<int32> when the vocabulary has more than 32,768 domains (readers accept both)
 - ``continues``   bool: the first piece continues a document begun in the previous row,
   so its first token is *not* a document start (matters for ``--doc-mask``).
 
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from longctx.data.readers import domain_code_dtype
 from longctx.errors import LongctxError
 from longctx.stage import MANIFEST, read_manifest, verified_file
 
@@ -46,12 +48,15 @@ PROVENANCE_COLUMNS = {
 }
 
 
-def shard_schema(seq_len: int, dtype: np.dtype, provenance: bool = False) -> pa.Schema:
+def shard_schema(
+    seq_len: int, dtype: np.dtype, provenance: bool = False, num_domains: int | None = None
+) -> pa.Schema:
+    """The shard columns; domain codes are int16 unless ``num_domains`` needs int32."""
     id_type = pa.uint16() if np.dtype(dtype) == np.uint16 else pa.uint32()
     fields = [
         pa.field("input_ids", pa.list_(id_type, seq_len)),
         pa.field("doc_offsets", pa.list_(pa.int32())),
-        pa.field("doc_domains", pa.list_(pa.int16())),
+        pa.field("doc_domains", pa.list_(_domain_type(num_domains))),
         pa.field("continues", pa.bool_()),
     ]
     if provenance:
@@ -59,17 +64,28 @@ def shard_schema(seq_len: int, dtype: np.dtype, provenance: bool = False) -> pa.
     return pa.schema(fields)
 
 
+def _domain_type(num_domains: int | None) -> pa.DataType:
+    return pa.from_numpy_dtype(domain_code_dtype(num_domains or 0))
+
+
 class ShardWriter:
-    """Append rows to one Arrow IPC stream file; ``close()`` returns rows and sha256."""
+    """Append rows to one Arrow IPC stream file; ``close()`` returns rows and sha256.
+
+    ``num_domains`` (the size of the domain vocabulary) sizes the domain codes."""
 
     def __init__(
-        self, path: str | Path, seq_len: int, dtype: np.dtype, provenance: bool = False
+        self,
+        path: str | Path,
+        seq_len: int,
+        dtype: np.dtype,
+        provenance: bool = False,
+        num_domains: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.seq_len = seq_len
         self.dtype = np.dtype(dtype)
         self.provenance = provenance
-        self.schema = shard_schema(seq_len, self.dtype, provenance)
+        self.schema = shard_schema(seq_len, self.dtype, provenance, num_domains)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._sink = pa.OSFile(str(self.path), "wb")
         self._writer = pa.ipc.new_stream(self._sink, self.schema)
@@ -98,7 +114,7 @@ class ShardWriter:
         columns = [
             pa.FixedSizeListArray.from_arrays(flat, self.seq_len),
             pa.array([list(map(int, o)) for o in doc_offsets], type=pa.list_(pa.int32())),
-            pa.array([list(map(int, d)) for d in doc_domains], type=pa.list_(pa.int16())),
+            _domain_column(doc_domains, self.schema.field("doc_domains").type),
             pa.array(list(map(bool, continues)), type=pa.bool_()),
         ]
         if self.provenance:
@@ -123,11 +139,21 @@ class ShardWriter:
         return {"path": self.path.name, "rows": self.rows, "sha256": h.hexdigest()}
 
 
+def _domain_column(doc_domains: Sequence[Sequence[int]], tp: pa.DataType) -> pa.Array:
+    try:
+        return pa.array([list(map(int, d)) for d in doc_domains], type=tp)
+    except (pa.ArrowInvalid, OverflowError):
+        raise ShardError(
+            f"a domain code does not fit {tp.value_type}: open ShardWriter with "
+            "num_domains=len(domain_vocab)"
+        ) from None
+
+
 @dataclass(frozen=True)
 class PackedRow:
     input_ids: np.ndarray  # (seq_len,)
     doc_offsets: np.ndarray  # (pieces + 1,), int32
-    doc_domains: np.ndarray  # (pieces,), int16
+    doc_domains: np.ndarray  # (pieces,), int16 (int32 past 32,768 domains)
     continues: bool
 
     def position_ids(self) -> np.ndarray:
@@ -233,7 +259,8 @@ class PackedDataset:
     def row(self, i: int) -> PackedRow:
         table, j = self._locate(i)
         offsets = np.asarray(table.column("doc_offsets")[j].as_py(), dtype=np.int32)
-        domains = np.asarray(table.column("doc_domains")[j].as_py(), dtype=np.int16)
+        dom_type = table.schema.field("doc_domains").type.value_type.to_pandas_dtype()
+        domains = np.asarray(table.column("doc_domains")[j].as_py(), dtype=dom_type)
         cont = bool(table.column("continues")[j].as_py())
         return PackedRow(self.input_ids(i), offsets, domains, cont)
 

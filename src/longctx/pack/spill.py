@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from longctx.data.readers import domain_code_dtype
 from longctx.errors import LongctxError
 from longctx.pack.scan import meta_path, tokens_path
 from longctx.pack.select import Eligible
@@ -51,26 +52,32 @@ class SpillReader:
 def load_eligible(
     work: Path, summaries: list[dict[str, Any]], pools: list[set[str]], vocab: list[str]
 ) -> Eligible:
-    """Eligible docs of the files read, each file contributing only its ``pools`` domains."""
+    """Eligible docs of the files read, each file contributing only its ``pools`` domains.
+
+    Domain codes are sized to the vocabulary (int16, int32 past 32,768 domains); the pool
+    test goes through each file's own domains, so it costs nothing per vocabulary entry.
+    """
     code = {d: i for i, d in enumerate(vocab)}
+    dom_dtype = domain_code_dtype(len(vocab))
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "row", "line", "start", "domain", "length", "priority")}
     for pos, s in enumerate(summaries):
         with np.load(meta_path(work, s["index"])) as m:
-            remap = np.asarray([code[d] for d in s["domains"]] or [0], dtype=np.int16)
+            local = s["domains"]
+            remap = np.asarray([code[d] for d in local] or [0], dtype=dom_dtype)
+            in_pool = np.asarray([d in pools[pos] for d in local] or [False])
             length = m["length"]
-            domain = remap[m["domain"]] if len(length) else np.empty(0, np.int16)
-            in_pool = np.array([d in pools[pos] for d in vocab] or [False])
-            keep = in_pool[domain] if len(length) else np.zeros(0, bool)
+            keep = in_pool[m["domain"]] if len(length) else np.zeros(0, bool)
+            domain = remap[m["domain"][keep]] if len(length) else np.empty(0, dom_dtype)
             n = int(keep.sum())
             cols["file"].append(np.full(n, s["index"], dtype=np.int32))
             cols["row"].append(np.flatnonzero(keep).astype(np.int64))
             cols["line"].append(m["line"][keep])
             cols["start"].append((np.cumsum(length) - length)[keep])
-            cols["domain"].append(domain[keep])
+            cols["domain"].append(domain)
             cols["length"].append(length[keep])
             cols["priority"].append(m["priority"][keep])
     dtypes = {"file": np.int32, "row": np.int64, "line": np.int64, "start": np.int64,
-              "domain": np.int16, "length": np.int64, "priority": np.uint64}
+              "domain": dom_dtype, "length": np.int64, "priority": np.uint64}
     return Eligible(**{
         k: (np.concatenate(v).astype(dtypes[k]) if v else np.empty(0, dtypes[k]))
         for k, v in cols.items()
