@@ -1,21 +1,31 @@
 """Checkpoints (model, optimizer, sampler, RNG) and the final Hugging Face export.
 
-Layout: ``OUT/checkpoints/step_00000012/`` holding ``weights/`` (torch.distributed.checkpoint:
-each rank writes its own shards, so an FSDP run never gathers the full optimizer state),
-``trainer.json`` (step, tokens, sampler state, resume key) and ``rng_rank{r}.pt``.
+Layout of ``OUT/checkpoints/step_00000012/``, none of it ever unpickled on load:
+
+- ``rank00000.safetensors`` … one per rank: that rank's local tensors (under FSDP2 the
+  local shard of each DTensor, so no rank ever gathers the full optimizer state): model
+  weights, AdamW state and the torch CPU/CUDA RNG states as byte tensors;
+- ``rank00000.json``: the names, shapes and dtypes in that file, the Python and NumPy RNG
+  states and any non-tensor optimizer state;
+- ``index.json``: format version, world size, step and the rank files with their sizes;
+- ``trainer.json``: step, tokens, sampler state and the resume key (settings plus the
+  content identity of the data and model).
+
+A resume needs the same world size (local shards are not resharded). Files in a pickle
+format (``*.pt``, torch.distributed.checkpoint's ``.metadata``/``*.distcp``, older longctx
+checkpoints) are refused with one line, never loaded.
+
 ``OUT/checkpoints/latest`` names the newest complete one; a folder is renamed into place
 only after every rank finished writing, so a kill mid-save leaves the previous one intact.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
+import re
 import shutil
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,50 +35,117 @@ from longctx.errors import LongctxError
 from longctx.stage import write_json_atomic
 from longctx.train.distributed import Dist, barrier, broadcast_object
 
+FORMAT = "longctx-checkpoint-v1"
+STEP_RE = re.compile(r"^step_\d{8}$")
+# suffixes of files that torch/pickle-based tools write; we never open them
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".metadata", ".distcp", ".ckpt")
+
 
 class CheckpointError(LongctxError):
     pass
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """One process without a process group is a supported DCP mode; silence its warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        yield
 
 
 def checkpoint_root(out: str | Path) -> Path:
     return Path(out) / "checkpoints"
 
 
+def rank_stem(rank: int) -> str:
+    return f"rank{rank:05d}"
+
+
 def latest_checkpoint(out: str | Path) -> Path | None:
+    """The folder ``checkpoints/latest`` names, when it is a ``step_*`` folder with trainer.json."""
     root = checkpoint_root(out)
     marker = root / "latest"
     if not marker.is_file():
         return None
-    path = root / marker.read_text().strip()
+    try:
+        name = marker.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not STEP_RE.match(name):  # never follow a marker out of the folder
+        return None
+    path = root / name
     return path if (path / "trainer.json").is_file() else None
 
 
-def _rng_state() -> dict[str, Any]:
+# ------------------------------------------------------------------------------ RNG state
+def _rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(JSON part: python + numpy generators, tensor part: torch CPU/CUDA byte states)."""
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    js = {"python": [version, list(internal), gauss],
+          "numpy": [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]}
+    tensors = {"rng/torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = s
+    return js, tensors
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(js: dict[str, Any], tensors: dict[str, Any]) -> None:
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = js["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+    name, keys, pos, has_gauss, cached = js["numpy"]
+    np.random.set_state((str(name), np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss),
+                         float(cached)))
+    torch.set_rng_state(tensors["rng/torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+# ------------------------------------------------------------------------------ flat state
+def _local(t: Any) -> Any:
+    """The tensor this rank holds: the local shard of a DTensor, else the tensor itself."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _entries(model_sd: dict[str, Any], optim_sd: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(stored name, value) for every model tensor and optimizer state value, in a fixed order."""
+    out = [(f"model/{k}", v) for k, v in model_sd.items()]
+    for param, state in optim_sd.get("state", {}).items():
+        out += [(f"optim/{param}/{k}", v) for k, v in state.items()]
+    return out
+
+
+def _save_rank(path: Path, model_sd: dict[str, Any], optim_sd: dict[str, Any], d: Dist) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    tensors: dict[str, Any] = {}
+    index: dict[str, Any] = {}
+    scalars: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for name, value in _entries(model_sd, optim_sd):
+        if not isinstance(value, torch.Tensor):
+            scalars[name] = value  # JSON-able optimizer hyper-state (none for AdamW today)
+            continue
+        t = _local(value).detach()
+        # tied weights share storage; safetensors refuses aliases, so store them once
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
+               tuple(t.stride()), str(t.dtype))
+        if t.numel() and key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            tensors[name] = t.to("cpu").contiguous()
+        index[name] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
+    rng_js, rng_t = _rng_state()
+    tensors.update({k: v.contiguous() for k, v in rng_t.items()})
+    stem = rank_stem(d.rank)
+    save_file(tensors, str(path / f"{stem}.safetensors"), metadata={"format": FORMAT})
+    write_json_atomic(path / f"{stem}.json", {
+        "format": FORMAT, "rank": d.rank, "world_size": d.world, "tensors": index,
+        "aliases": aliases, "scalars": scalars, "rng": rng_js,
+    })
 
 
 def save_checkpoint(
@@ -76,8 +153,6 @@ def save_checkpoint(
     d: Dist, keep: int = 2,
 ) -> Path:
     """Write checkpoint ``step`` (collective: every rank calls it)."""
-    import torch
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     root = checkpoint_root(out)
@@ -89,11 +164,16 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     barrier(d)
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    with _quiet():
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "weights"))
-    torch.save(_rng_state(), tmp / f"rng_rank{d.rank}.pt")
+    _save_rank(tmp, model_sd, optim_sd, d)
     barrier(d)
     if d.is_main:
+        ranks = []
+        for r in range(d.world):
+            f = tmp / f"{rank_stem(r)}.safetensors"
+            ranks.append({"tensors": f.name, "index": f"{rank_stem(r)}.json",
+                          "bytes": f.stat().st_size})
+        write_json_atomic(tmp / "index.json", {"format": FORMAT, "world_size": d.world,
+                                               "step": step, "ranks": ranks})
         write_json_atomic(tmp / "trainer.json", {**trainer, "step": step})
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -106,34 +186,122 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any, d: Dist) -> dict[str, Any]:
-    """Restore model, optimizer and this rank's RNG; returns ``trainer.json``."""
-    import torch
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+# ------------------------------------------------------------------------------ loading
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} is missing") from None
+    except (OSError, ValueError, RecursionError) as e:  # torn or not JSON
+        raise CheckpointError(f"checkpoint file {path} is unreadable ({type(e).__name__})") from None
 
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    state = {"model": model_sd, "optim": optim_sd}
-    with _quiet():
-        dcp.load(state, checkpoint_id=str(path / "weights"))
-    set_state_dict(model, optimizer, model_state_dict=state["model"],
-                   optim_state_dict=state["optim"])
-    rng_file = path / f"rng_rank{d.rank}.pt"
-    if rng_file.is_file():  # a different world size has no RNG state for new ranks
-        _set_rng_state(torch.load(rng_file, weights_only=False))
-    return json.loads((path / "trainer.json").read_text())
+
+def check_checkpoint(path: Path, world: int) -> dict[str, Any]:
+    """Refuse, with one line, a checkpoint that is not in this format or has another world size.
+
+    Only file names and JSON are read: nothing here (or anywhere) unpickles.
+    """
+    for f in sorted(path.iterdir()):
+        if f.name == "weights" or f.name.lower().endswith(PICKLE_SUFFIXES):
+            raise CheckpointError(
+                f"checkpoint {path}: {f.name} is a pickle-based file (an older longctx checkpoint "
+                f"or one not written by longctx); longctx never unpickles checkpoint files"
+            )
+    index = _read_json(path / "index.json")
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: index.json is not a {FORMAT} index")
+    if index.get("world_size") != world:
+        raise CheckpointError(
+            f"checkpoint {path} was written by {index.get('world_size')} processes and this run "
+            f"has {world}; resume with the same number of processes"
+        )
+    return index
 
 
 def read_trainer_state(out: str | Path, d: Dist) -> tuple[Path | None, dict[str, Any] | None]:
-    """(latest checkpoint, its trainer.json) as seen by rank 0, shared with every rank."""
-    found = None
+    """(latest checkpoint, its trainer.json) as seen by rank 0, shared with every rank.
+
+    Raises :class:`CheckpointError` on every rank when the checkpoint cannot be resumed.
+    """
+    found: Any = None
     if d.is_main:
-        p = latest_checkpoint(out)
-        found = (str(p), json.loads((p / "trainer.json").read_text())) if p else None
+        try:
+            p = latest_checkpoint(out)
+            if p is not None:
+                check_checkpoint(p, d.world)
+                trainer = _read_json(p / "trainer.json")
+                if not isinstance(trainer, dict):
+                    raise CheckpointError(f"checkpoint file {p / 'trainer.json'} is not an object")
+                found = (str(p), trainer)
+        except CheckpointError as e:
+            found = ("error", str(e))
     found = broadcast_object(found, d)
     if not found:
         return None, None
+    if found[0] == "error":
+        raise CheckpointError(found[1])
     return Path(found[0]), found[1]
+
+
+def load_checkpoint(path: Path, model: Any, optimizer: Any, d: Dist) -> dict[str, Any]:
+    """Restore model, optimizer and this rank's RNG; returns ``trainer.json``."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    check_checkpoint(path, d.world)
+    stem = rank_stem(d.rank)
+    meta = _read_json(path / f"{stem}.json")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint file {path / (stem + '.json')} is not a {FORMAT} index")
+    aliases = meta.get("aliases") or {}
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    file = path / f"{stem}.safetensors"
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            stored = set(f.keys())
+            expected = set()
+            for name, target in _entries(model_sd, optim_sd):
+                expected.add(name)
+                if not isinstance(target, torch.Tensor):
+                    if name in (meta.get("scalars") or {}):
+                        _set_scalar(optim_sd, name, meta["scalars"][name])
+                    continue
+                src = aliases.get(name, name)
+                if src not in stored:
+                    raise CheckpointError(
+                        f"checkpoint {path} does not match this model: no tensor {name!r}"
+                    )
+                value = f.get_tensor(src)
+                local = _local(target)
+                if tuple(value.shape) != tuple(local.shape) or value.dtype != local.dtype:
+                    raise CheckpointError(
+                        f"checkpoint {path} does not match this model: {name!r} is "
+                        f"{tuple(value.shape)} {value.dtype}, expected {tuple(local.shape)} "
+                        f"{local.dtype}"
+                    )
+                with torch.no_grad():
+                    local.copy_(value)
+            extra = sorted(n for n in stored if not n.startswith("rng/") and n not in expected)
+            if extra:
+                raise CheckpointError(
+                    f"checkpoint {path} does not match this model: it holds {extra[0]!r}"
+                )
+            rng = {k: f.get_tensor(k) for k in stored if k.startswith("rng/")}
+    except SafetensorError as e:
+        raise CheckpointError(f"checkpoint file {file} is unreadable ({e})") from None
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
+    if "rng/torch" in rng and isinstance(meta.get("rng"), dict):
+        _set_rng_state(meta["rng"], rng)
+    return _read_json(path / "trainer.json")
+
+
+def _set_scalar(optim_sd: dict[str, Any], name: str, value: Any) -> None:
+    """Put a JSON-stored optimizer value (``optim/PARAM/KEY``) back into the state dict."""
+    _, param, key = name.split("/", 2)
+    if param in optim_sd.get("state", {}):
+        optim_sd["state"][param][key] = value
 
 
 def export_hf(

@@ -34,6 +34,15 @@ def train_command(
     out: Annotated[
         str | None, typer.Option(help="Output folder (checkpoints, metrics, final/).")
     ] = None,
+    force: Annotated[
+        bool | None,
+        typer.Option(
+            "--force/--no-force",
+            help="Take over an --out that holds files longctx did not write, and discard a "
+            "checkpoint there of another run (other settings, data or model content, world "
+            "size, or an unsafe format) to start over. [default: off]",
+        ),
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Optimizer steps (larger than a previous run = resume).")
     ] = None,

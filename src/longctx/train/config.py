@@ -1,13 +1,17 @@
 """``TrainConfig``: every knob of ``longctx train``; flag names equal config keys.
 
-``validate()`` runs before any model is built: it checks values, the data folder, the
-sequence length against what the shards hold, and that the data was tokenized with the
-model's tokenizer (content fingerprint). Every error names the key and the value.
+``validate()`` runs before any model is built or anything is written: it checks values
+(every number finite and in a sane range), the data folder (a finished ``data build``), the
+sequence length against what the shards hold, that ``out`` is not one of the inputs (nor
+inside or around one), that a model folder loads without running its code or unpickling,
+and that the data was tokenized with the model's tokenizer (content fingerprint). Every
+error names the key and the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +25,34 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 EXPORT_DTYPES = ("float32", "bfloat16")
 TINY = "tiny"
+DATA_STAGE = "data.build"
+EVAL_STAGES = ("data.build", "data.heldout")
+MAX_SEQ_LEN = 1 << 24  # 16M tokens per row: far beyond any model this trains
+MAX_ROWS_PER_STEP = 1 << 20
+MAX_TINY = 1 << 16
 
-# Keys that define *what* is trained; a resume with different values is refused.
+# Keys that define *what* is trained; a resume with different values is refused. The data
+# and a model folder enter by content identity (see ``resume_key``), not by path.
 RESUME_KEYS = (
-    "data", "model", "seq_len", "batch_tokens", "micro_batch", "seed", "rope_theta",
+    "seq_len", "batch_tokens", "micro_batch", "seed", "rope_theta",
     "rope_type", "rope_factor", "rope_original_max_positions", "doc_mask", "tiny_layers",
     "tiny_hidden", "tiny_heads", "tiny_kv_heads", "tiny_intermediate",
 )
+
+# float keys: (low, high, low is exclusive, high is exclusive, what the range means)
+FLOAT_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
+    "lr": (0.0, 1.0, True, False, "must be positive and at most 1"),
+    "min_lr_ratio": (0.0, 1.0, False, False, "must be in [0, 1]"),
+    "weight_decay": (0.0, 1.0, False, False, "must be >= 0 and at most 1"),
+    "beta1": (0.0, 1.0, False, True, "must be in [0, 1)"),
+    "beta2": (0.0, 1.0, False, True, "must be in [0, 1)"),
+    "grad_clip": (0.0, 1e9, False, False, "must be >= 0 (0 disables clipping)"),
+    "rope_theta": (0.0, 1e15, True, False, "must be positive and at most 1e15"),
+    "rope_factor": (1.0, 1e4, False, False, "must be in [1, 10000]"),
+    "rope_low_freq_factor": (0.0, 1e4, True, False, "must be positive and at most 10000"),
+    "rope_high_freq_factor": (0.0, 1e4, True, False, "must be positive and at most 10000"),
+    "gpu_memory_gb": (0.0, 1e6, True, False, "must be positive and at most 1e6"),
+}
 
 
 @dataclass
@@ -37,6 +62,7 @@ class TrainConfig:
     data: str = ""
     model: str = TINY
     out: str = ""
+    force: bool = False
     steps: int = 0
     tokens: str = ""
     seq_len: int = 0
@@ -84,7 +110,13 @@ class TrainConfig:
     def data_manifest(self) -> dict[str, Any]:
         from longctx.stage import read_manifest
 
-        return read_manifest(self.data) or {}
+        return (read_manifest(self.data) or {}) if self.data else {}
+
+    @property
+    def model_is_folder(self) -> bool:
+        from longctx.embedded import EMBEDDED_NAME
+
+        return self.model not in (TINY, EMBEDDED_NAME)
 
     def resolved_seq_len(self) -> int:
         """``seq_len`` or, when 0, the data's row length."""
@@ -105,10 +137,23 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         return {k: d[k] for k in RESUME_KEYS}
 
+    def resume_key(self) -> dict[str, Any]:
+        """What must match to resume: the settings above plus the *content* identity of the
+        data (its manifest's config hash and shard checksums) and of a model folder (the
+        sha256 of its files). Moving the data elsewhere resumes; rebuilding it does not."""
+        from longctx.stage import path_identity
+
+        key = self.resume_view()
+        key["data_identity"] = path_identity(self.data)
+        key["model"] = "folder" if self.model_is_folder else self.model
+        key["model_identity"] = path_identity(self.model) if self.model_is_folder else None
+        return key
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Fail fast, naming the key and value, before any model or data is loaded."""
         self._validate_values()
+        self._validate_paths()
         self._validate_data()
 
     def _validate_values(self) -> None:
@@ -119,8 +164,14 @@ class TrainConfig:
             raise ConfigError("config key 'data': required (a packed folder from `data build`)")
         if not self.out:
             raise ConfigError("config key 'out': required (the output folder)")
-        if not self.lr > 0:
-            raise bad("lr", "must be positive")
+        for key, (lo, hi, lo_open, hi_open, why) in FLOAT_RANGES.items():
+            v = getattr(self, key)
+            if v is None and key in ("rope_theta", "rope_factor", "gpu_memory_gb"):
+                continue
+            ok = isinstance(v, (int, float)) and math.isfinite(v)
+            ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+            if not ok:
+                raise bad(key, f"{why}, a finite number")
         if self.steps < 0:
             raise bad("steps", "must be >= 0")
         if not self.steps and not self.tokens:
@@ -129,26 +180,30 @@ class TrainConfig:
             parse_count(self.tokens, name="tokens")
         if self.batch_tokens:
             parse_count(self.batch_tokens, name="batch_tokens")
-        if self.seq_len < 0:
-            raise bad("seq_len", "must be >= 0 (0 = the data's row length)")
+        if not 0 <= self.seq_len <= MAX_SEQ_LEN:
+            raise bad("seq_len", f"must be in [0, {MAX_SEQ_LEN}] (0 = the data's row length)")
         for key in ("micro_batch", "tiny_layers", "tiny_hidden", "tiny_heads", "tiny_kv_heads",
                     "tiny_intermediate", "keep_checkpoints", "eval_rows"):
             if getattr(self, key) <= 0:
                 raise bad(key, "must be positive")
-        for key in ("warmup_steps", "save_every", "eval_every", "ce_chunk", "weight_decay"):
+        for key in ("tiny_layers", "tiny_hidden", "tiny_heads", "tiny_kv_heads",
+                    "tiny_intermediate"):
+            if getattr(self, key) > MAX_TINY:
+                raise bad(key, f"must be at most {MAX_TINY}")
+        if self.micro_batch > MAX_ROWS_PER_STEP:
+            raise bad("micro_batch", f"must be at most {MAX_ROWS_PER_STEP}")
+        for key in ("warmup_steps", "save_every", "eval_every", "ce_chunk"):
             if getattr(self, key) < 0:
                 raise bad(key, "must be >= 0")
-        if self.grad_clip < 0:
-            raise bad("grad_clip", "must be >= 0 (0 disables clipping)")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise bad("min_lr_ratio", "must be in [0, 1]")
+        if self.rope_original_max_positions is not None and not (
+            0 < self.rope_original_max_positions <= MAX_SEQ_LEN
+        ):
+            raise bad("rope_original_max_positions", f"must be in [1, {MAX_SEQ_LEN}]")
         choices = {"rope_type": ROPE_TYPES, "schedule": SCHEDULES, "doc_mask": DOC_MASKS,
                    "precision": PRECISIONS, "device": DEVICES, "export_dtype": EXPORT_DTYPES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}")
-        if self.rope_theta is not None and not self.rope_theta > 0:
-            raise bad("rope_theta", "must be positive")
         if self.rope_type != "default":
             if self.rope_factor is None or not self.rope_factor >= 1:
                 raise ConfigError(
@@ -167,15 +222,26 @@ class TrainConfig:
                 f"{self.tiny_kv_heads})"
             )
 
+    def _validate_paths(self) -> None:
+        """``out`` may not be an input, nor inside or around one (checked before any write)."""
+        out = Path(self.out).resolve()
+        inputs = {"data": self.data, "eval_data": self.eval_data,
+                  "model": self.model if self.model_is_folder else None}
+        for key, value in inputs.items():
+            if not value or not Path(value).exists():
+                continue
+            p = Path(value).resolve()
+            if p == out or out in p.parents or p in out.parents:
+                raise ConfigError(
+                    f"config keys 'out'/{key!r}: --out {self.out} overlaps the {key} folder "
+                    f"{value}; write the run to another folder"
+                )
+
     def _validate_data(self) -> None:
         folder = Path(self.data)
         if not folder.is_dir():
             raise ConfigError(f"config key 'data': folder not found: {self.data!r}")
-        manifest = self.data_manifest
-        if not manifest:
-            raise ConfigError(
-                f"config key 'data': {self.data!r} has no manifest.json (run `longctx data build`)"
-            )
+        manifest = _packed_manifest("data", self.data, (DATA_STAGE,))
         if manifest.get("status", "done") != "done":
             raise ConfigError(
                 f"config key 'data': build in {self.data!r} did not finish "
@@ -190,26 +256,33 @@ class TrainConfig:
                 )
         seq = self.resolved_seq_len()
         bt = self.resolved_batch_tokens()
+        if bt // seq > MAX_ROWS_PER_STEP:
+            raise ConfigError(
+                f"config key 'batch_tokens': {bt} tokens = {bt // seq} rows per step, more than "
+                f"{MAX_ROWS_PER_STEP}"
+            )
         if bt % (seq * self.micro_batch):
             raise ConfigError(
                 f"config key 'batch_tokens': {bt} must be a multiple of seq_len x micro_batch = "
                 f"{seq} x {self.micro_batch}"
             )
         if self.eval_data is not None:
-            from longctx.stage import read_manifest
-
-            eval_manifest = read_manifest(self.eval_data) if Path(self.eval_data).is_dir() else None
-            if not eval_manifest:
+            if not Path(self.eval_data).is_dir():
                 raise ConfigError(
                     f"config key 'eval_data': {self.eval_data!r} is not a packed folder with "
                     f"manifest.json"
                 )
+            eval_manifest = _packed_manifest("eval_data", self.eval_data, EVAL_STAGES)
             eval_len = int(eval_manifest.get("seq_len", 0))
             if eval_len % seq:
                 raise ConfigError(
                     f"config key 'eval_data': rows of {self.eval_data!r} hold {eval_len} tokens, "
                     f"not a multiple of seq_len {seq}"
                 )
+        if self.model_is_folder:
+            from longctx.models import check_model_dir, resolve_model_dir
+
+            check_model_dir(resolve_model_dir(self.model))
         self.check_tokenizer()
 
     def check_tokenizer(self) -> None:
@@ -234,3 +307,33 @@ class TrainConfig:
                     f"config key 'eval_data': {self.eval_data!r} was packed with another tokenizer "
                     f"(sha256 {str(eval_sha)[:12]}… vs model {model_sha[:12]}…)"
                 )
+
+
+def _packed_manifest(key: str, folder: str, stages: tuple[str, ...]) -> dict[str, Any]:
+    """The manifest of a packed folder, or one line saying why ``folder`` is not one."""
+    from longctx.stage import MANIFEST, read_manifest
+
+    manifest = read_manifest(folder)
+    if manifest is None:
+        if (Path(folder) / MANIFEST).exists():
+            raise ConfigError(
+                f"config key {key!r}: {folder}/{MANIFEST} is torn or not a JSON object; rebuild "
+                f"it with `longctx data build`"
+            )
+        raise ConfigError(
+            f"config key {key!r}: {folder!r} has no manifest.json (run `longctx data build`)"
+        )
+    stage = manifest.get("stage")
+    if stage not in stages:
+        raise ConfigError(
+            f"config key {key!r}: {folder} is not a packed data build (its manifest.json says "
+            f"stage {stage!r}); point it at the output of `longctx data build`"
+        )
+    seq_len = manifest.get("seq_len")
+    if (not isinstance(seq_len, int) or isinstance(seq_len, bool) or not 0 < seq_len <= MAX_SEQ_LEN
+            or not isinstance(manifest.get("shards"), list)):
+        raise ConfigError(
+            f"config key {key!r}: {folder}/{MANIFEST} has no valid seq_len or shard list "
+            f"(seq_len {seq_len!r}); rebuild it with `longctx data build`"
+        )
+    return manifest

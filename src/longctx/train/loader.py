@@ -37,8 +37,9 @@ class Batch:
 class TrainRows:
     """Random access to training rows of length ``seq_len`` (pieces of stored rows)."""
 
-    def __init__(self, folder: str | Path, seq_len: int | None = None, doc_mask: str = "none"):
-        self.data = PackedDataset(folder)
+    def __init__(self, folder: str | Path, seq_len: int | None = None, doc_mask: str = "none",
+                 stages: tuple[str, ...] = ("data.build",)):
+        self.data = PackedDataset(folder, stages=stages)
         self.seq_len = seq_len or self.data.seq_len
         if self.data.seq_len % self.seq_len:
             raise ValueError(f"seq_len {self.seq_len} does not divide {self.data.seq_len}")

@@ -2,11 +2,16 @@
 
 One function, :func:`train`, read in order:
 
+0. the output folder: rank 0 locks it (:func:`longctx.stage.stage_output`), and a checkpoint
+   there of another run (other settings, other data or model content, another world size,
+   an unreadable or pickle-based format) is refused, or discarded with ``--force``
 1. process group and device; data rows; the model with its RoPE set in the config
 2. preflight memory estimate (refuses configs that cannot fit, with the numbers)
 3. activation checkpointing, FSDP2 sharding (optional), AdamW
 4. resume from ``OUT/checkpoints/latest`` when present (same command, larger ``--steps``)
-5. for each step: gradient accumulation over this rank's micro-batches, clip, step, log
+5. for each step: gradient accumulation over this rank's micro-batches, clip, and a
+   non-finite loss or gradient check *before* the optimizer step (a divergence stops with a
+   checkpoint of the last finite state, status ``failed`` and a one-line error), step, log
 6. checkpoints every ``save_every`` steps and on SIGTERM/SIGINT; held-out loss every
    ``eval_every`` steps
 7. final checkpoint, HF export in ``OUT/final/``, ``OUT/manifest.json``
@@ -15,8 +20,10 @@ One function, :func:`train`, read in order:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import shutil
 import signal
 import sys
 import time
@@ -25,10 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from longctx.errors import LongctxError
-from longctx.stage import Timer, read_manifest, run_hash, sha256_file, write_manifest
+from longctx.stage import (
+    Timer,
+    read_manifest,
+    run_hash,
+    sha256_file,
+    stage_output,
+    write_manifest,
+)
 from longctx.train import checkpoint as ckpt
 from longctx.train import distributed as distrib
-from longctx.train.config import TrainConfig
+from longctx.train.config import EVAL_STAGES, TrainConfig
 from longctx.train.loader import GlobalSampler, TrainRows, micro_batches
 from longctx.train.memory import estimate, gpu_memory_bytes, preflight
 from longctx.train.model import CausalLMWithLoss, build_model, count_parameters
@@ -118,21 +132,48 @@ def evaluate(wrapper: Any, rows: TrainRows, n: int, d: distrib.Dist, autocast: A
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training as configured; returns the manifest written to ``OUT``."""
-    import torch
-
     out = Path(cfg.out)
-    total_steps = cfg.resolved_steps()
-    seq_len = cfg.resolved_seq_len()
-    batch_tokens = cfg.resolved_batch_tokens()
-    cfg_hash = run_hash(cfg)  # config + identity of the data and model it reads
+    cfg_hash = run_hash(dataclasses.replace(cfg, force=False))  # config + data/model identity
     done = read_manifest(out)
     if done and done.get("stage") == "train" and done.get("status") == "done" \
             and done.get("config_hash") == cfg_hash:
         print(f"train: {out} is done with the same config and inputs (hash {cfg_hash}); skipping")
         return done
+    d = distrib.setup(cfg.device, need_group=cfg.fsdp or cfg.cpu_offload)
+    try:
+        with _claim_output(cfg, out, d):
+            return _run(cfg, out, cfg_hash, d)
+    finally:
+        distrib.teardown(d)
+
+
+@contextlib.contextmanager
+def _claim_output(cfg: TrainConfig, out: Path, d: distrib.Dist) -> Any:
+    """Rank 0 holds the lock on ``out`` for the whole run; a refusal is raised on every rank."""
+    inputs = (cfg.data, cfg.eval_data, cfg.model if cfg.model_is_folder else None)
+    with contextlib.ExitStack() as stack:
+        error = None
+        if d.is_main:
+            try:
+                stack.enter_context(stage_output(out, "train", force=cfg.force, inputs=inputs))
+            except LongctxError as e:
+                error = str(e)
+        error = distrib.broadcast_object(error, d)
+        if error:
+            raise TrainError(error)
+        yield
+
+
+def _run(cfg: TrainConfig, out: Path, cfg_hash: str, d: distrib.Dist) -> dict[str, Any]:
+    import torch
+
+    total_steps = cfg.resolved_steps()
+    seq_len = cfg.resolved_seq_len()
+    batch_tokens = cfg.resolved_batch_tokens()
+    resume_key = cfg.resume_key()
+    latest, _ = _resume_point(cfg, out, resume_key, d)
 
     # 1. processes, data, model ---------------------------------------------------------
-    d = distrib.setup(cfg.device, need_group=cfg.fsdp or cfg.cpu_offload)
     torch.manual_seed(cfg.seed + d.rank)
     on_gpu = d.device.type == "cuda"
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and on_gpu)
@@ -184,33 +225,31 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # 4. resume ----------------------------------------------------------------------------
     sampler = GlobalSampler(len(rows), rows_per_step, cfg.seed)
     start_step, tokens_seen = 0, 0
-    latest, trainer_state = ckpt.read_trainer_state(out, d)
     if latest is not None:
-        if trainer_state.get("resume_key") != cfg.resume_view():
-            raise TrainError(
-                f"{out} holds a checkpoint of a different run (differs in "
-                f"{_diff_keys(trainer_state.get('resume_key') or {}, cfg.resume_view())}); "
-                f"use another --out or the same settings"
-            )
         trainer_state = ckpt.load_checkpoint(latest, wrapper, optimizer, d)
         sampler.load_state_dict(trainer_state["sampler"])
         start_step, tokens_seen = int(trainer_state["step"]), int(trainer_state["tokens"])
         if d.is_main:
             print(f"train: resumed from {latest} at step {start_step}")
+    last: dict[str, Any] = {}
+
+    def manifest(status: str, **extra: Any) -> dict[str, Any]:
+        return _manifest(cfg, cfg_hash, status, rope_params, n_params, est, sampler.step,
+                         tokens_seen, d.world, last, resume_key, **extra)
+
     metrics_path = out / "metrics.jsonl"
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(metrics_path, start_step)
-        write_manifest(out, _manifest(cfg, cfg_hash, "running", rope_params, n_params, est,
-                                      start_step, tokens_seen, d.world, {}))
+        write_manifest(out, manifest("running"))
         print(f"train: {cfg.model} ({n_params / 1e6:.1f}M params), seq_len {seq_len}, "
               f"{rows_per_step} rows/step = {accum} accum x {cfg.micro_batch} micro x {d.world} "
               f"ranks, rope {rope_params}, preflight {est.describe()}")
     writer = _tensorboard(out, cfg) if d.is_main else None
-    eval_rows = TrainRows(cfg.eval_data, seq_len, cfg.doc_mask) if cfg.eval_data else None
+    eval_rows = TrainRows(cfg.eval_data, seq_len, cfg.doc_mask, stages=EVAL_STAGES) \
+        if cfg.eval_data else None
 
     # 5. steps -----------------------------------------------------------------------------
-    last: dict[str, Any] = {}
     interrupted = None
     with Timer() as wall, StopFlag() as stop:
         for step in range(start_step, total_steps):
@@ -234,10 +273,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if cfg.grad_clip > 0:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(wrapper.parameters(),
                                                                  cfg.grad_clip))
+            loss = distrib.all_reduce_sum(loss_sum, d) / max(scored, 1.0)
+            if not (math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm))):
+                # diverged: do not step; keep the weights that gave finite losses so far
+                optimizer.zero_grad(set_to_none=True)
+                what = f"loss {loss}" if not math.isfinite(loss) else f"gradient norm {grad_norm}"
+                _stop_diverged(out, step, what, wrapper, optimizer,
+                               _trainer(cfg, sampler, tokens_seen, resume_key), d,
+                               cfg.keep_checkpoints, manifest)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             sampler.step = step + 1
-            loss = distrib.all_reduce_sum(loss_sum, d) / max(scored, 1.0)
             tokens_seen += rows_per_step * seq_len
             dt = time.perf_counter() - t0
             last = {"step": step + 1, "loss": loss, "lr": lr, "tokens": tokens_seen,
@@ -246,14 +292,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if on_gpu:
                 last["gpu_mem_gb"] = torch.cuda.max_memory_allocated(d.device) / 1024**3
             if eval_rows is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-                last["eval_loss"] = evaluate(wrapper, eval_rows, cfg.eval_rows, d, autocast)
+                last["eval_loss"] = _finite_or_none(
+                    evaluate(wrapper, eval_rows, cfg.eval_rows, d, autocast))
             if d.is_main:
                 _log(metrics_path, last, total_steps, writer)
             # 6. checkpoints ---------------------------------------------------------------
             stopping = distrib.all_reduce_sum(1.0 if stop.signum else 0.0, d) > 0
             if (cfg.save_every and (step + 1) % cfg.save_every == 0) or stopping:
                 ckpt.save_checkpoint(out, step + 1, wrapper, optimizer,
-                                     _trainer(cfg, sampler, tokens_seen), d, cfg.keep_checkpoints)
+                                     _trainer(cfg, sampler, tokens_seen, resume_key), d,
+                                     cfg.keep_checkpoints)
             if stopping:
                 interrupted = stop.signum or signal.SIGTERM
                 break
@@ -262,64 +310,160 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if d.is_main:
             print(f"train: stopped by signal {interrupted} after step {sampler.step}; rerun the "
                   f"same command to resume")
-            write_manifest(out, _manifest(cfg, cfg_hash, "interrupted", rope_params, n_params,
-                                          est, sampler.step, tokens_seen, d.world, last))
-        distrib.teardown(d)
-        sys.exit(128 + int(interrupted))
+            write_manifest(out, manifest("interrupted"))
+        sys.exit(128 + int(interrupted))  # train() tears the process group down
 
     # 7. final checkpoint, export, manifest ------------------------------------------------
     if eval_rows is not None and "eval_loss" not in last and last:
-        last["eval_loss"] = evaluate(wrapper, eval_rows, cfg.eval_rows, d, autocast)
+        last["eval_loss"] = _finite_or_none(evaluate(wrapper, eval_rows, cfg.eval_rows, d,
+                                                     autocast))
     latest_now = ckpt.latest_checkpoint(out) if d.is_main else None
     latest_now = distrib.broadcast_object(str(latest_now) if latest_now else None, d)
     if latest_now is None or not latest_now.endswith(f"step_{sampler.step:08d}"):
         ckpt.save_checkpoint(out, sampler.step, wrapper, optimizer,
-                             _trainer(cfg, sampler, tokens_seen), d, cfg.keep_checkpoints)
+                             _trainer(cfg, sampler, tokens_seen, resume_key), d,
+                             cfg.keep_checkpoints)
     files = ckpt.export_hf(model, wrapper, tok_dir, out / "final", d, cfg.export_dtype)
-    manifest: dict[str, Any] = {}
+    result: dict[str, Any] = {}
     if d.is_main:
         final = out / "final"
         export = {"dir": "final", "files": files,
                   "sha256": {f: sha256_file(final / f) for f in files
                              if f.endswith((".safetensors", ".json"))}}
-        manifest = _manifest(cfg, cfg_hash, "done", rope_params, n_params, est, sampler.step,
-                             tokens_seen, d.world, last, export=export, seconds=wall.wall)
-        write_manifest(out, manifest)
+        result = manifest("done", export=export, seconds=wall.wall)
+        write_manifest(out, result)
         if writer is not None:
             writer.close()
-    distrib.teardown(d)
-    return manifest
+    return result
 
 
 # ------------------------------------------------------------------------------ helpers
-def _trainer(cfg: TrainConfig, sampler: GlobalSampler, tokens: int) -> dict[str, Any]:
-    return {"tokens": tokens, "sampler": sampler.state_dict(), "resume_key": cfg.resume_view()}
+def _trainer(cfg: TrainConfig, sampler: GlobalSampler, tokens: int,
+             resume_key: dict[str, Any]) -> dict[str, Any]:
+    return {"tokens": tokens, "sampler": sampler.state_dict(), "resume_key": resume_key}
 
 
-def _diff_keys(a: dict[str, Any], b: dict[str, Any]) -> str:
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-    return ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys) or "unknown keys"
+# files and folders a train run writes into OUT (what ``--force`` discards)
+RUN_FILES = ("checkpoints", "final", "final.tmp", "metrics.jsonl", "tensorboard", "manifest.json")
+
+
+def _resume_point(cfg: TrainConfig, out: Path, key: dict[str, Any],
+                  d: distrib.Dist) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to resume from (or None), refusing one of another run unless ``--force``.
+
+    "Another run" means other settings, data or model *content* (not paths), another world
+    size, or a checkpoint this version cannot read safely; with ``--force`` the old run's
+    checkpoints, metrics and export are discarded and training starts over.
+    """
+    problem = None
+    try:
+        latest, state = ckpt.read_trainer_state(out, d)
+        if latest is not None and state.get("resume_key") != key:
+            problem = (f"{out} holds a checkpoint of a different run "
+                       f"({_describe_change(state.get('resume_key'), key, cfg)})")
+        elif latest is None:  # no checkpoint, but maybe a finished model of another run
+            previous = read_manifest(out) or {}
+            if previous.get("stage") == "train" and previous.get("steps") and \
+                    previous.get("resume_key") != key and (out / "final").exists():
+                problem = (f"{out} holds a model trained by a different run "
+                           f"({_describe_change(previous.get('resume_key'), key, cfg)})")
+    except ckpt.CheckpointError as e:
+        latest, state, problem = None, None, str(e)
+    if problem is None:
+        return latest, state
+    if not cfg.force:
+        raise TrainError(f"{problem}; rerun with the same settings, use another --out, or pass "
+                         f"--force to discard it and start over")
+    if d.is_main:
+        print(f"train: --force: {problem}; discarding it and starting over")
+        for name in RUN_FILES:
+            p = out / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+    distrib.barrier(d)
+    return None, None
+
+
+def _describe_change(old: Any, new: dict[str, Any], cfg: TrainConfig) -> str:
+    """What differs between two resume keys, in words (content changes named as such)."""
+    old = old if isinstance(old, dict) else {}
+    parts = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if k == "data_identity":
+            parts.append(f"the data in {cfg.data} changed (content identity {a} -> {b})")
+        elif k == "model_identity":
+            parts.append(f"the model {cfg.model} changed (content identity {a} -> {b})")
+        else:
+            parts.append(f"{k}: {a!r} -> {b!r}")
+    return ", ".join(parts) or "unknown keys"
+
+
+def _stop_diverged(out: Path, step: int, what: str, wrapper: Any, optimizer: Any,
+                   trainer: dict[str, Any], d: distrib.Dist, keep: int, manifest: Any) -> None:
+    """Step ``step`` gave a non-finite loss or gradient: checkpoint, mark failed, raise."""
+    saved = None
+    if _all_finite(wrapper, d):  # the weights that produced every finite loss so far
+        saved = ckpt.save_checkpoint(out, step, wrapper, optimizer, trainer, d, keep)
+    reason = f"non-finite {what} at step {step + 1}; the optimizer step was skipped"
+    where = (f"the last finite state (after step {step}) is checkpointed in {saved}" if saved
+             else "the weights are no longer finite, so no checkpoint was written")
+    if d.is_main:
+        write_manifest(out, manifest("failed", reason=reason))
+    raise TrainError(f"training diverged: {reason}; {where}; lower --lr (or check the data) "
+                     f"and rerun")
+
+
+def _all_finite(wrapper: Any, d: distrib.Dist) -> bool:
+    import torch
+
+    bad = 0.0
+    with torch.no_grad():
+        for p in wrapper.parameters():
+            if not bool(torch.isfinite(ckpt._local(p)).all()):
+                bad = 1.0
+                break
+    return distrib.all_reduce_sum(bad, d) == 0
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines past the resume step, so a resumed run appends without duplicates."""
+    """Drop lines past the resume step, so a resumed run appends without duplicates.
+
+    A torn line (a run killed while writing it) or any line that is not a metrics record
+    is dropped too.
+    """
     if not path.is_file():
         return
-    keep = [ln for ln in path.read_text().splitlines()
-            if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    keep = []
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(ln)
+        except (ValueError, RecursionError):
+            continue
+        s = rec.get("step") if isinstance(rec, dict) else None
+        if isinstance(s, int) and not isinstance(s, bool) and 0 < s <= step:
+            keep.append(ln)
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
 def _log(path: Path, rec: dict[str, Any], total: int, writer: Any) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
+        f.write(json.dumps(rec, allow_nan=False) + "\n")
     line = (f"step {rec['step']}/{total} | loss {rec['loss']:.4f} | lr {rec['lr']:.2e} | "
             f"tokens {rec['tokens']:,} | {rec['tokens_per_s']:,.0f} tok/s")
     if rec.get("grad_norm") is not None:
         line += f" | gnorm {rec['grad_norm']:.3f}"
     if "gpu_mem_gb" in rec:
         line += f" | mem {rec['gpu_mem_gb']:.1f} GiB"
-    if "eval_loss" in rec:
+    if rec.get("eval_loss") is not None:
         line += f" | eval {rec['eval_loss']:.4f}"
     print(line, flush=True)
     if writer is not None:
@@ -341,9 +485,10 @@ def _tensorboard(out: Path, cfg: TrainConfig) -> Any:
 
 
 def _manifest(cfg: TrainConfig, cfg_hash: str, status: str, rope: dict, params: int, est: Any,
-              step: int, tokens: int, world: int, last: dict, export: dict | None = None,
-              seconds: float | None = None) -> dict[str, Any]:
-    return {
+              step: int, tokens: int, world: int, last: dict, resume_key: dict[str, Any],
+              export: dict | None = None, seconds: float | None = None,
+              reason: str | None = None) -> dict[str, Any]:
+    out = {
         "stage": "train",
         "status": status,
         "config": asdict(cfg),
@@ -361,6 +506,10 @@ def _manifest(cfg: TrainConfig, cfg_hash: str, status: str, rope: dict, params: 
         "final_loss": last.get("loss"),
         "final_eval_loss": last.get("eval_loss"),
         "memory_estimate_bytes": est.as_dict(),
+        "resume_key": resume_key,
         "export": export,
         "seconds": seconds,
     }
+    if reason is not None:
+        out["reason"] = reason
+    return out

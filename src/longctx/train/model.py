@@ -66,10 +66,10 @@ def attention_implementation(device_type: str, doc_mask: str) -> str:
 def build_model(cfg: TrainConfig, *, device_type: str = "cpu") -> tuple[Any, Path, dict]:
     """(HF model in fp32 on CPU, tokenizer dir, rope_parameters) for ``cfg``."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from longctx.data.tokenizer import load_tokenizer
-    from longctx.models import resolve_model_dir
+    from longctx.models import from_pretrained, load_config, resolve_model_dir
     from longctx.train.rope import apply_rope
 
     seq_len = cfg.resolved_seq_len()
@@ -81,7 +81,7 @@ def build_model(cfg: TrainConfig, *, device_type: str = "cpu") -> tuple[Any, Pat
         folder = None
     else:
         folder = resolve_model_dir(cfg.model)
-        hf_config = AutoConfig.from_pretrained(str(folder))
+        hf_config = load_config(folder)  # plain JSON checks first: never runs folder code
     params = apply_rope(
         hf_config,
         rope_type=cfg.rope_type,
@@ -99,8 +99,8 @@ def build_model(cfg: TrainConfig, *, device_type: str = "cpu") -> tuple[Any, Pat
             hf_config, attn_implementation=attn, dtype=torch.float32
         )
     else:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(folder), config=hf_config, attn_implementation=attn, dtype=torch.float32
+        model = from_pretrained(
+            folder, config=hf_config, attn_implementation=attn, dtype=torch.float32
         )
     model.config.use_cache = False
     return model, tok_dir, params
