@@ -289,6 +289,17 @@ def stage_output(
         os.close(fd)  # closing releases the flock
 
 
+@contextlib.contextmanager
+def claimed_stage(
+    out: str | Path, stage: str, cfg_hash: str, *, force: bool = False, inputs: Iterable[Any] = ()
+) -> Iterator[Path]:
+    """:func:`stage_output` plus a ``running`` manifest, so that a run killed before it wrote
+    its final manifest leaves a folder that the rerun recognises as its own."""
+    with stage_output(out, stage, force=force, inputs=inputs) as folder:
+        write_manifest(folder, {"stage": stage, "status": "running", "config_hash": cfg_hash})
+        yield folder
+
+
 class Timer:
     """Wall and CPU seconds of a block (CPU includes children that were waited for)."""
 

@@ -121,7 +121,18 @@ def build_prompt(tok: Any, item: QAItem, chat: bool) -> str:
     )
 
 
-def run_bookqa(cfg: BookQAConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
+def run_bookqa(
+    cfg: BookQAConfig, out_dir: str | Path, *, progress: bool | None = None, force: bool = False
+) -> dict:
+    """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run."""
+    from longctx.stage import claimed_stage
+
+    with claimed_stage(out_dir, "eval.bookqa", run_hash(cfg), force=force,
+                       inputs=[cfg.data, cfg.model]):
+        return _run_bookqa(cfg, out_dir, progress=progress)
+
+
+def _run_bookqa(cfg: BookQAConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
     """Answer every item greedily, score with qa_f1_score, write bookqa.json + manifest."""
     from rich.progress import Progress
 

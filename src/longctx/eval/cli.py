@@ -150,7 +150,7 @@ def needle_command(
     cfg = _build(NeedleConfig, ctx, values, config, set_)
     if _skip_if_done(out, cfg, force):
         return
-    result = run_needle(cfg, out)
+    result = run_needle(cfg, out, force=force)
     typer.echo(
         f"needle: {len(result['cells'])} cells, average {result['headline']} "
         f"{result['average']:.3f} -> {out / 'needle.json'}, {out / 'needle.png'}"
@@ -220,7 +220,7 @@ def loss_command(
     cfg = _build(LossConfig, ctx, values, config, set_)
     if _skip_if_done(out, cfg, force):
         return
-    result = run_loss(cfg, out)
+    result = run_loss(cfg, out, force=force)
     overall = ", ".join(f"{k}: {v:.3f}" for k, v in result["overall"].items() if v is not None)
     typer.echo(f"loss: {result['tokens']['scored']} tokens ({overall}) -> {out / 'loss.json'}")
 
@@ -279,5 +279,5 @@ def bookqa_command(
     cfg = _build(BookQAConfig, ctx, values, config, set_)
     if _skip_if_done(out, cfg, force):
         return
-    result = run_bookqa(cfg, out)
+    result = run_bookqa(cfg, out, force=force)
     typer.echo(f"bookqa: {result['n']} items, F1 {result['f1']:.3f} -> {out / 'bookqa.json'}")

@@ -177,7 +177,18 @@ def select_rows(n: int, max_rows: int | None) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, max_rows)})
 
 
-def run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
+def run_loss(
+    cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = None, force: bool = False
+) -> dict:
+    """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run."""
+    from longctx.stage import claimed_stage
+
+    with claimed_stage(out_dir, "eval.loss", run_hash(cfg), force=force,
+                       inputs=[cfg.data, cfg.model]):
+        return _run_loss(cfg, out_dir, progress=progress)
+
+
+def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
     """Compute loss.json / loss.png / manifest.json; refuses a tokenizer mismatch first."""
     from rich.progress import Progress
 

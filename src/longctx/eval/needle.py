@@ -331,7 +331,18 @@ def _cell_settings(cfg: NeedleConfig, hay: Haystack) -> dict[str, Any]:
     }
 
 
-def run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
+def run_needle(
+    cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None = None, force: bool = False
+) -> dict:
+    """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run."""
+    from longctx.stage import claimed_stage
+
+    with claimed_stage(out_dir, "eval.needle", run_hash(cfg), force=force,
+                       inputs=[cfg.haystack, cfg.model]):
+        return _run_needle(cfg, out_dir, progress=progress)
+
+
+def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
     """Evaluate the grid, write ``needle.json``, ``needle.png``, ``manifest.json``; return the
     needle.json content. Finished cells in ``cells.jsonl`` are reused."""
     from longctx.data.tokenizer import load_tokenizer

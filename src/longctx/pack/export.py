@@ -20,7 +20,15 @@ import pyarrow as pa
 
 from longctx.errors import LongctxError
 from longctx.pack.shards import PackedDataset
-from longctx.stage import Timer, config_hash, is_done, read_manifest, sha256_file, write_manifest
+from longctx.stage import (
+    Timer,
+    claimed_stage,
+    config_hash,
+    is_done,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 
 STAGE = "data.export"
 FORMATS = ("paper", "jsonl")
@@ -102,17 +110,22 @@ def run_export(data_dir: str | Path, out: str | Path, fmt: str = "paper",
     """Export a packed folder; returns the export manifest."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    data = PackedDataset(data_dir)
+    out = Path(out)
+    cfg = {"format": fmt, "source_config_hash": data.manifest.get("config_hash"),
+           "shards": [s["sha256"] for s in data.manifest["shards"]]}
+    cfg_hash = config_hash(cfg)
+    if not force and is_done(out, cfg_hash):
+        return read_manifest(out) or {}
+    with claimed_stage(out, STAGE, cfg_hash, force=force, inputs=[data_dir]):
+        manifest = _export(data, data_dir, out, fmt, cfg, cfg_hash)
+        write_manifest(out, manifest)
+    return manifest
+
+
+def _export(data: PackedDataset, data_dir: str | Path, out: Path, fmt: str,
+            cfg: dict[str, Any], cfg_hash: str) -> dict[str, Any]:
     with Timer() as timer:
-        data = PackedDataset(data_dir)
-        out = Path(out)
-        if out.resolve() == Path(data_dir).resolve():
-            raise ExportError(f"--out {out} must differ from the packed folder")
-        cfg = {"format": fmt, "source_config_hash": data.manifest.get("config_hash"),
-               "shards": [s["sha256"] for s in data.manifest["shards"]]}
-        cfg_hash = config_hash(cfg)
-        if not force and is_done(out, cfg_hash):
-            return read_manifest(out) or {}
-        out.mkdir(parents=True, exist_ok=True)
         n_shards = len(data.manifest["shards"])
         files = []
         for k, r0, n in _shard_rows(data):
@@ -123,21 +136,20 @@ def run_export(data_dir: str | Path, out: str | Path, fmt: str = "paper",
                 path = out / f"train-{k:05d}-of-{n_shards:05d}.jsonl"
                 _write_jsonl(path, data, r0, n)
             files.append({"path": path.name, "rows": n, "sha256": sha256_file(path)})
-    manifest = {
-        "stage": STAGE,
-        "status": "done",
-        "format": fmt,
-        "config": cfg,
-        "config_hash": cfg_hash,
-        "source": str(Path(data_dir)),
-        "source_manifest_sha256": hashlib.sha256(
-            json.dumps(data.manifest, sort_keys=True).encode()).hexdigest(),
-        "seq_len": data.seq_len,
-        "num_sequences": len(data),
-        "last_row_label": LAST_LABEL,
-        "tokenizer": data.manifest.get("tokenizer"),
-        "files": files,
-        "seconds": {"wall": round(timer.wall, 3), "cpu": round(timer.cpu, 3)},
-    }
-    write_manifest(out, manifest)
+        manifest = {
+            "stage": STAGE,
+            "status": "done",
+            "format": fmt,
+            "config": cfg,
+            "config_hash": cfg_hash,
+            "source": str(Path(data_dir)),
+            "source_manifest_sha256": hashlib.sha256(
+                json.dumps(data.manifest, sort_keys=True).encode()).hexdigest(),
+            "seq_len": data.seq_len,
+            "num_sequences": len(data),
+            "last_row_label": LAST_LABEL,
+            "tokenizer": data.manifest.get("tokenizer"),
+            "files": files,
+        }
+    manifest["seconds"] = {"wall": round(timer.wall, 3), "cpu": round(timer.cpu, 3)}
     return manifest
