@@ -166,11 +166,11 @@ def _file_order_key(seed: int, rel: str) -> bytes:
 
 
 def _inputs_fingerprint(files: list[Path], rels: list[str]) -> list[list[Any]]:
-    out = []
-    for f, r in zip(files, rels, strict=True):
-        st = f.stat()
-        out.append([r, st.st_size, st.st_mtime_ns])
-    return out
+    """Raw corpus files by (id, size, mtime, ctime): a same-size edit is seen, hashing is not
+    needed (see :mod:`longctx.data.identity`)."""
+    from longctx.data.identity import files_identity
+
+    return files_identity(files, rels)
 
 
 def _fail_hook(phase: str, count: int) -> None:
