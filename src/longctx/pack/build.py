@@ -51,7 +51,7 @@ from longctx.pack.scan import (
     scan_file,
     write_frozen,
 )
-from longctx.pack.select import select_pieces
+from longctx.pack.select import check_budgets, check_output_size, select_pieces
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import SpillReader, load_eligible
 from longctx.pack.tok import TokenizerSpec, resolve_spec
@@ -320,6 +320,10 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
 def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, Any]:
     plan = plan_scan(cfg)
     strategy, out, work, spec, tok = plan.strategy, plan.out, plan.work, plan.spec, plan.tok
+    check_output_size(plan.rows, cfg.seq_len, np.dtype(tok.dtype).itemsize,
+                      free_disk=shutil.disk_usage(out if out.exists() else out.parent
+                                                  if out.parent.exists() else ".").free,
+                      memory=_physical_memory())
     dtype = tok.dtype
     requested, rows, total, keep = plan.requested, plan.rows, plan.total, plan.keep
     out_cfg, cfg_hash, rels = plan.out_cfg, plan.cfg_hash, plan.rels
@@ -424,6 +428,7 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
                 f"is shorter than --long-threshold {cfg.long_threshold} and none was kept by "
                 f"--short-keep {cfg.short_keep}; raise --short-keep or set --mix"
             )
+        check_budgets(budgets, {k: int(el.length[g].sum()) for k, g in groups.items()})
         sel = select_pieces(el, groups, budgets, chunk=cfg.long_threshold if strategy.chunk else None)
         repeated = {k: g for k, g in sel.groups.items() if g.repeated_tokens}
         if repeated and cfg.strict:
@@ -500,6 +505,13 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
     shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(out / TOKENIZER_CACHE, ignore_errors=True)
     return manifest
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _outputs_intact(out: Path, manifest: dict[str, Any]) -> bool:
