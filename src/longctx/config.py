@@ -9,6 +9,7 @@ Unknown keys and values of the wrong type fail early with a message naming the k
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -29,21 +30,32 @@ class ConfigError(LongctxError):
 
 _COUNT_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMbBtT]?)\s*$")
 _COUNT_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+# 1,000T tokens is ~70x the largest pretraining runs: anything above is a typo, and counts
+# become numpy int64 arithmetic (token offsets, budgets x seq_len) further down.
+MAX_COUNT = 10**15
+# Config integers end up in numpy and C APIs: beyond int64 they overflow, never mean anything.
+_INT_LIMIT = 2**63
 
 
-def parse_count(value: str | int | float, *, name: str = "value") -> int:
-    """Parse a token count such as ``5B``, ``100M``, ``600K`` or ``12345`` into an int."""
+def parse_count(value: str | int | float, *, name: str = "value", maximum: int = MAX_COUNT) -> int:
+    """Parse a token count such as ``5B``, ``100M``, ``600K`` or ``12345`` into an int in
+    1..``maximum``."""
+    expected = f"{name}: expected a count like 600K, 100M or 5B, got {value!r}"
     if isinstance(value, bool):
-        raise ConfigError(f"{name}: expected a count like 600K, 100M or 5B, got {value!r}")
+        raise ConfigError(expected)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(expected)
     if isinstance(value, (int, float)):
         n = int(value)
     else:
         m = _COUNT_RE.match(str(value))
         if not m:
-            raise ConfigError(f"{name}: expected a count like 600K, 100M or 5B, got {value!r}")
+            raise ConfigError(expected)
         n = int(round(float(m.group(1)) * _COUNT_SCALE[m.group(2).lower()]))
     if n <= 0:
         raise ConfigError(f"{name}: must be positive, got {value!r}")
+    if n > maximum:
+        raise ConfigError(f"{name}: {value!r} is more than the {maximum:,} this tool accepts")
     return n
 
 
@@ -68,8 +80,8 @@ def parse_weights(value: str | Mapping[str, Any] | None, *, name: str) -> dict[s
             w = float(v)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: weight for {k!r} is not a number: {v!r}") from None
-        if w < 0:
-            raise ConfigError(f"{name}: weight for {k!r} must be >= 0, got {w}")
+        if not math.isfinite(w) or w < 0:
+            raise ConfigError(f"{name}: weight for {k!r} must be a finite number >= 0, got {w}")
         out[str(k)] = w
     return out
 
@@ -106,11 +118,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ValueError
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return int(value)
+            n = int(value)
+            if not -_INT_LIMIT <= n < _INT_LIMIT:
+                raise ConfigError(f"config key {key!r}: {value!r} is out of range (int64)")
+            return n
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            x = float(value)
+            if not math.isfinite(x):
+                raise ConfigError(f"config key {key!r}: must be a finite number, got {value!r}")
+            return x
         if tp is str:
             if isinstance(value, (dict, list)):
                 raise ValueError
@@ -135,7 +153,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return _from_mapping(tp, value, prefix=f"{key}.")
     except ConfigError:
         raise
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         tname = getattr(tp, "__name__", str(tp))
         raise ConfigError(f"config key {key!r}: expected {tname}, got {value!r}") from None
     return value
@@ -189,18 +207,50 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping; every problem is one line naming the file and line."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"config file {p}: cannot be read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
         raise ConfigError(
-            f"config file {p}: top level must be a mapping, got {type(data).__name__}"
+            f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(_yaml_error(p, e)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        line = _first_content_line(text)
+        raise ConfigError(
+            f"{p}:{line}: top level must be a mapping of config keys, got {type(data).__name__}"
         )
     return data
+
+
+def _yaml_error(path: Path, e: yaml.YAMLError) -> str:
+    """``file:line:column: problem`` from PyYAML's multi-line message."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = getattr(e, "problem", None) or getattr(e, "context", None) or str(e)
+    what = " ".join(str(what).split())
+    if mark is None:
+        return f"{path}: not valid YAML: {what}"
+    return f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {what}"
+
+
+def _first_content_line(text: str) -> int:
+    for i, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith(("#", "---", "%")):
+            return i
+    return 1
 
 
 def build_config(

@@ -10,9 +10,12 @@ Pure helpers on matplotlib's rc settings: no stage code, so the report may impor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # usetex would hand names to LaTeX ($, _, % break it); parse_math reads $...$ as math text.
 PLAIN_TEXT = {"text.usetex": False, "text.parse_math": False}
@@ -25,6 +28,17 @@ def plain_text() -> AbstractContextManager[Any]:
     import matplotlib
 
     return matplotlib.rc_context(PLAIN_TEXT)
+
+
+def verbatim(fn: F) -> F:
+    """Decorator: the figure function runs (and saves) inside :func:`plain_text`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with plain_text():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def label(name: Any, width: int = LABEL_CHARS) -> str:

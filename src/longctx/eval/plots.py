@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from longctx.plotting import label, split_top, verbatim
+
 # gkamradt / the paper's heatmap colours: red (miss) -> yellow -> green (hit)
 NEEDLE_COLORS = ["#F0496E", "#EBB839", "#0CD79F"]
 
@@ -39,6 +41,7 @@ def trained_line_x(lengths: list[int], trained: int) -> float:
     return float(np.interp(trained, ls, np.arange(len(ls))))
 
 
+@verbatim
 def plot_needle_heatmap(result: dict[str, Any], path: str | Path) -> Path:
     """Depth (rows, 0% at top) x length (columns) heatmap of the headline score, 0..1."""
     from matplotlib.colors import LinearSegmentedColormap
@@ -71,8 +74,8 @@ def plot_needle_heatmap(result: dict[str, Any], path: str | Path) -> Path:
         )
     fig.colorbar(im, ax=ax, label=result.get("headline", "score"))
     ax.set_title(
-        f"{Path(str(result.get('model', ''))).name} · {result.get('needle')} needle · "
-        f"average {result.get('headline')} = {result['average']:.3f}",
+        f"{label(Path(str(result.get('model', ''))).name)} · {label(result.get('needle'))} "
+        f"needle · average {label(result.get('headline'))} = {result['average']:.3f}",
         fontsize=10,
     )
     fig.tight_layout()
@@ -82,20 +85,33 @@ def plot_needle_heatmap(result: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def loss_domains(result: dict[str, Any]) -> tuple[list[str], int]:
+    """(domains to draw, sorted; how many are left out): the most scored tokens first."""
+    counts = (result.get("tokens") or {}).get("domains") or {}
+    weights = {d: sum(v for v in (counts.get(d) or {}).values() if isinstance(v, (int, float)))
+               for d in result["domains"]}
+    top, rest = split_top(weights)
+    return sorted(top), len(rest)
+
+
+@verbatim
 def plot_loss(result: dict[str, Any], path: str | Path) -> Path:
-    """Left: per-domain loss in each position bucket; right: Loss@position."""
+    """Left: per-domain loss in each position bucket (at most MAX_DOMAINS domains, the most
+    scored); right: Loss@position."""
     plt = _pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
-    domains = sorted(result["domains"])
+    domains, left_out = loss_domains(result)
     buckets = list(result["buckets"])
     width = 0.8 / max(1, len(buckets))
     x = np.arange(len(domains))
     for k, b in enumerate(buckets):
         vals = [result["domains"][d].get(b) for d in domains]
-        a1.bar(x + k * width, [np.nan if v is None else v for v in vals], width, label=b)
-    a1.set_xticks(x + width * (len(buckets) - 1) / 2, domains, rotation=30, ha="right")
+        a1.bar(x + k * width, [np.nan if v is None else v for v in vals], width, label=label(b))
+    a1.set_xticks(x + width * (len(buckets) - 1) / 2, [label(d) for d in domains], rotation=30,
+                  ha="right")
     a1.set_ylabel("mean token loss (nats)")
-    a1.set_title("per-domain loss by position bucket")
+    more = f" ({left_out:,} smaller domains not shown)" if left_out else ""
+    a1.set_title(f"per-domain loss by position bucket{more}")
     a1.legend(title="positions", fontsize=8)
     pos = [(int(p), v) for p, v in result["positions"].items() if v is not None]
     if pos:
@@ -106,7 +122,7 @@ def plot_loss(result: dict[str, Any], path: str | Path) -> Path:
     a2.set_ylabel("mean token loss (nats)")
     a2.set_title("Loss@position")
     a2.grid(alpha=0.3)
-    fig.suptitle(Path(str(result.get("model", ""))).name)
+    fig.suptitle(label(Path(str(result.get("model", ""))).name, 80))
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

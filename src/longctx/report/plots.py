@@ -19,6 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from longctx.plotting import label, other_label, split_top, verbatim  # noqa: E402
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # The needle heatmap colours of the paper's figures: red (miss) -> yellow -> green (hit).
@@ -48,6 +50,7 @@ def _short(name: str) -> str:
     return name[len("RedPajama") :] if name.startswith("RedPajama") and len(name) > 9 else name
 
 
+@verbatim
 def training_curve(metrics: Sequence[dict[str, Any]], title: str = "training") -> bytes:
     """Loss (and held-out loss) per step; tokens/s on a second axis when logged."""
     fig = Figure(figsize=(7, 3.6))
@@ -71,10 +74,12 @@ def training_curve(metrics: Sequence[dict[str, Any]], title: str = "training") -
         ax2.plot([p[0] for p in tps], [p[1] for p in tps], color="grey", ls=":", label="tokens/s")
         ax2.set_ylabel("tokens/s", color="grey")
     ax.legend(loc="upper right", fontsize=8)
+    title = label(title, 120)
     ax.set_title(title if pts else f"{title} (no loss logged yet)")
     return _png(fig)
 
 
+@verbatim
 def needle_heatmap(needle: dict[str, Any], title: str = "needle") -> bytes:
     """Depth (rows) x length (columns) heatmap with the average in the title, like the paper."""
     cells = [c for c in needle.get("cells", []) if isinstance(c, dict)]
@@ -102,6 +107,7 @@ def needle_heatmap(needle: dict[str, Any], title: str = "needle") -> bytes:
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("needle depth")
     avg = _num(needle.get("average"))
+    title = label(title, 120)
     ax.set_title(f"{title}: average {avg:.3f}" if avg is not None else title)
     return _png(fig)
 
@@ -110,8 +116,10 @@ def _k(n: int) -> str:
     return f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
 
 
+@verbatim
 def loss_plot(loss: dict[str, Any], title: str = "loss") -> bytes:
-    """Loss@position (Fig. 3 view) next to per-domain loss by bucket (Table 5 view)."""
+    """Loss@position (Fig. 3 view) next to per-domain loss by bucket (Table 5 view); at most
+    MAX_DOMAINS domains, those with the most scored tokens."""
     fig = Figure(figsize=(10, 3.8))
     ax1 = fig.add_subplot(1, 2, 1)
     pos = [(int(k), _num(v)) for k, v in (loss.get("positions") or {}).items() if k.isdigit()]
@@ -125,34 +133,46 @@ def loss_plot(loss: dict[str, Any], title: str = "loss") -> bytes:
     ax1.grid(alpha=0.3)
     ax2 = fig.add_subplot(1, 2, 2)
     buckets = list(loss.get("buckets") or [])
-    domains = list((loss.get("domains") or {}).keys())
+    domains, left_out = _loss_domains(loss)
     width = 0.8 / max(1, len(buckets))
     for j, b in enumerate(buckets):
         vals = [_num((loss["domains"][d] or {}).get(b)) for d in domains]
         xs = [i + j * width for i in range(len(domains))]
-        ax2.bar(xs, [v if v is not None else 0 for v in vals], width, label=b)
+        ax2.bar(xs, [v if v is not None else 0 for v in vals], width, label=label(b))
     ax2.set_xticks(
         [i + width * (len(buckets) - 1) / 2 for i in range(len(domains))],
-        [_short(d) for d in domains],
+        [label(_short(d)) for d in domains],
         rotation=30,
         ha="right",
     )
     ax2.set_ylabel("mean token loss")
-    ax2.set_title("per-domain loss by position bucket")
+    more = f" ({left_out:,} smaller domains not shown)" if left_out else ""
+    ax2.set_title(f"per-domain loss by position bucket{more}")
     if buckets:
         ax2.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(label(title, 120))
     return _png(fig)
+
+
+def _loss_domains(loss: dict[str, Any]) -> tuple[list[str], int]:
+    """(domains to draw in their given order, how many are left out), by scored tokens."""
+    counts = (loss.get("tokens") or {}).get("domains") or {}
+    weights = {}
+    for d in loss.get("domains") or {}:
+        c = counts.get(d) if isinstance(counts, dict) else None
+        weights[d] = sum(_num(v) or 0 for v in c.values()) if isinstance(c, dict) else 0
+    top, rest = split_top(weights)
+    return top, len(rest)
 
 
 def _bars(ax: Any, names: list[str], series: dict[str, list[float | None]], ylabel: str) -> None:
     width = 0.8 / max(1, len(series))
-    for j, (label, vals) in enumerate(series.items()):
+    for j, (name, vals) in enumerate(series.items()):
         xs = [i + j * width for i in range(len(names))]
-        ax.bar(xs, [v if v is not None else 0 for v in vals], width, label=label)
+        ax.bar(xs, [v if v is not None else 0 for v in vals], width, label=name)
     ax.set_xticks(
         [i + width * (len(series) - 1) / 2 for i in range(len(names))],
-        [_short(n) for n in names],
+        [label(_short(n)) for n in names],
         rotation=30,
         ha="right",
     )
@@ -161,31 +181,40 @@ def _bars(ax: Any, names: list[str], series: dict[str, list[float | None]], ylab
     ax.legend(fontsize=8)
 
 
+@verbatim
 def stats_plot(stats: dict[str, Any], title: str = "corpus statistics") -> bytes:
-    """Domain token shares and long-token fraction per domain (the paper's Fig. 2 view)."""
-    domains = stats.get("domains") or {}
-    names = list(domains)
+    """Domain token shares and long-token fraction per domain (the paper's Fig. 2 view); at
+    most MAX_DOMAINS bars, the smallest domains summed as "other"."""
+    domains = {n: d for n, d in (stats.get("domains") or {}).items() if isinstance(d, dict)}
+    top, rest = split_top({n: _num(d.get("tokens")) or 0 for n, d in domains.items()})
+    names = list(top)
+    shares = [_num(domains[n].get("token_share")) for n in top]
+    longs = [_num(domains[n].get("long_token_fraction")) for n in top]
+    if rest:
+        names.append(other_label(rest))
+        shares.append(sum(_num(domains[n].get("token_share")) or 0 for n in rest))
+        longs.append(_weighted([domains[n] for n in rest], "long_token_fraction", "tokens"))
     fig = Figure(figsize=(10, 3.6))
-    _bars(
-        fig.add_subplot(1, 2, 1),
-        names,
-        {"token share": [_num(domains[n].get("token_share")) for n in names]},
-        "share of tokens",
-    )
+    _bars(fig.add_subplot(1, 2, 1), names, {"token share": shares}, "share of tokens")
     thr = stats.get("long_threshold")
-    _bars(
-        fig.add_subplot(1, 2, 2),
-        names,
-        {f"tokens in docs >= {thr}": [_num(domains[n].get("long_token_fraction")) for n in names]},
-        "long-token fraction",
-    )
-    fig.suptitle(title)
+    _bars(fig.add_subplot(1, 2, 2), names, {f"tokens in docs >= {thr}": longs},
+          "long-token fraction")
+    fig.suptitle(label(title, 120))
     return _png(fig)
 
 
+def _weighted(entries: list[dict[str, Any]], key: str, weight: str) -> float | None:
+    """The ``weight``-weighted mean of ``key`` over entries (None when nothing is weighed)."""
+    pairs = [(_num(e.get(key)), _num(e.get(weight)) or 0) for e in entries]
+    total = sum(w for v, w in pairs if v is not None)
+    return sum(v * w for v, w in pairs if v is not None) / total if total else None
+
+
+@verbatim
 def mixture_plot(build: dict[str, Any], title: str = "mixture") -> bytes:
-    """Input vs output token share and long-token fraction per domain for one data build."""
-    rows = mixture_rows(build)
+    """Input vs output token share and long-token fraction per domain for one data build;
+    at most MAX_DOMAINS bars, the smallest domains summed as "other"."""
+    rows = bounded_rows(mixture_rows(build))
     names = [r["domain"] for r in rows]
     fig = Figure(figsize=(10, 3.6))
     _bars(
@@ -206,8 +235,24 @@ def mixture_plot(build: dict[str, Any], title: str = "mixture") -> bytes:
         },
         "long-token fraction",
     )
-    fig.suptitle(title)
+    fig.suptitle(label(title, 120))
     return _png(fig)
+
+
+def bounded_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mixture rows cut to MAX_DOMAINS: the largest by input or output share, then one
+    "other" row (shares summed, long-token fractions weighted by tokens)."""
+    weights = {r["domain"]: max(r["input_share"] or 0, r["output_share"] or 0) for r in rows}
+    top, rest = split_top(weights)
+    if not rest:
+        return rows
+    keep = set(top)
+    others = [r for r in rows if r["domain"] not in keep]
+    other = {"domain": other_label(rest)}
+    for side in ("input", "output"):
+        other[f"{side}_share"] = sum(r[f"{side}_share"] or 0 for r in others)
+        other[f"{side}_long"] = _weighted(others, f"{side}_long", f"{side}_tokens")
+    return [r for r in rows if r["domain"] in keep] + [other]
 
 
 def mixture_rows(build: dict[str, Any]) -> list[dict[str, Any]]:
