@@ -117,6 +117,11 @@ def needle_command(
     dtype: Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)] = _N.dtype,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = _N.device,
     seed: Annotated[int, typer.Option("--seed", help="Seed for RULER keys and values.")] = _N.seed,
+    samples: Annotated[
+        int,
+        typer.Option("--samples", help="RULER needles per cell (another key and value each); "
+                     "the cell score is their mean and needle.json gets a bootstrap interval."),
+    ] = _N.samples,
     force: Annotated[
         bool,
         typer.Option(
@@ -146,6 +151,7 @@ def needle_command(
         dtype=dtype,
         device=device,
         seed=seed,
+        samples=samples,
     )
     cfg = _build(NeedleConfig, ctx, values, config, set_)
     if _skip_if_done(out, cfg, force):

@@ -135,10 +135,16 @@ class NeedleConfig:
     dtype: str = "auto"
     device: str = "auto"
     seed: int = 42
+    samples: int = 1  # needles per cell (RULER: another key and value each), for a noise level
 
     def validate(self) -> None:
         if self.needle not in ("paper", "ruler"):
             raise EvalError(f"needle: expected 'paper' or 'ruler', got {self.needle!r}")
+        if self.samples < 1 or (self.samples > 1 and self.needle != "ruler"):
+            raise EvalError(
+                f"samples: {self.samples} needs --needle ruler (the paper's needle is one fixed "
+                f"sentence) and must be >= 1"
+            )
         if self.headline and self.headline not in ("ruler", "paper_recall", "rouge1"):
             raise EvalError(
                 f"headline: expected ruler, paper_recall or rouge1, got {self.headline!r}"
@@ -169,8 +175,9 @@ class NeedleInstance:
     recall_expected: str
 
 
-def make_instance(kind: str, seed: int, length: int, depth: int) -> NeedleInstance:
-    """The needle for one cell; RULER keys/values come from a per-cell seeded RNG."""
+def make_instance(kind: str, seed: int, length: int, depth: int, sample: int = 0) -> NeedleInstance:
+    """The needle for one cell; RULER keys/values come from a per-cell (and per-sample)
+    seeded RNG."""
     if kind == "paper":
         before, after = PAPER_TEMPLATE.split("{context}")
         return NeedleInstance(
@@ -180,7 +187,7 @@ def make_instance(kind: str, seed: int, length: int, depth: int) -> NeedleInstan
             refs=(scorers.PAPER_ANSWER.rstrip(".").lower(),),
             recall_expected=scorers.PAPER_ANSWER,
         )
-    rng = random.Random(f"{seed}:{length}:{depth}")
+    rng = random.Random(f"{seed}:{length}:{depth}" + (f":{sample}" if sample else ""))
     key = f"{rng.choice(_ADJECTIVES)}-{rng.choice(_NOUNS)}"
     value = str(rng.randint(10**6, 10**7 - 1))
     before, after = RULER_TEMPLATE.split("{context}")
@@ -326,6 +333,7 @@ def _cell_settings(cfg: NeedleConfig, hay: Haystack) -> dict[str, Any]:
         "stop_at_newline": cfg.stop_at_newline,
         "dtype": cfg.dtype,
         "seed": cfg.seed,
+        **({"samples": cfg.samples} if cfg.samples > 1 else {}),
         "template": template_text(cfg.needle),
         "scorer": scorers.SCORER_VERSION,
     }
@@ -401,6 +409,7 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
         rec["score"] = rec["scores"][head]
         cells.append(rec)
     average = float(np.mean([c["score"] for c in cells]))
+    trials = np.asarray([t["scores"][head] for c in cells for t in c.get("samples") or [c]])
     result = {
         "stage": "eval.needle",
         "model": cfg.model,
@@ -408,6 +417,11 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
         "needle": cfg.needle,
         "headline": head,
         "average": average,
+        "samples_per_cell": cfg.samples,
+        "trials": int(trials.size),
+        "average_interval95": trial_interval(trials),
+        "interval_rule": "95% percentile bootstrap over needles (cells x samples), 1000 "
+                         "resamples, seed 0",
         "averages": {
             k: float(np.mean([c["scores"][k] for c in cells])) for k in cells[0]["scores"]
         },
@@ -461,11 +475,37 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
     return result
 
 
+def trial_interval(scores: np.ndarray, samples: int = 1000) -> list[float] | None:
+    """95% percentile bootstrap interval of the mean score over needles (None for < 2)."""
+    if scores.size < 2:
+        return None
+    rng = np.random.default_rng(0)
+    means = scores[rng.integers(0, scores.size, size=(samples, scores.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def _run_cell(
     cfg: NeedleConfig, model: Any, tok: Any, builder: CellBuilder, length: int, depth: int
 ) -> dict[str, Any]:
+    """One cell: ``samples`` needles at this length and depth; scores are their means."""
     t0 = time.perf_counter()
-    inst = make_instance(cfg.needle, cfg.seed, length, depth)
+    runs = [_run_needle_once(cfg, model, tok, builder, length, depth, k)
+            for k in range(cfg.samples)]
+    rec = dict(runs[0])
+    rec["seconds"] = time.perf_counter() - t0
+    if cfg.samples > 1:
+        rec["scores"] = {k: float(np.mean([r["scores"][k] for r in runs])) for k in runs[0]["scores"]}
+        rec["samples"] = [{k: r[k] for k in ("scores", "response", "answers")} for r in runs]
+    return rec
+
+
+def _run_needle_once(
+    cfg: NeedleConfig, model: Any, tok: Any, builder: CellBuilder, length: int, depth: int,
+    sample: int,
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    inst = make_instance(cfg.needle, cfg.seed, length, depth, sample)
     cell = builder.build(length, depth, inst)
     stop_ids = [i for i in (tok.eos_id,) if i is not None]
     new = greedy_generate(
