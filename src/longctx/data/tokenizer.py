@@ -192,8 +192,16 @@ def rust_tokenizer(path: str | Path) -> Any:
     if tok is None:
         from tokenizers import Tokenizer as RustTokenizer
 
-        tok = _RUST[key] = RustTokenizer.from_file(key)
+        try:
+            tok = RustTokenizer.from_file(key)
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
+            raise TokenizerError(f"{key}: not a valid tokenizer.json ({_one_line(e)})") from None
+        _RUST[key] = tok
     return tok
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def _token_content(value: object) -> str | None:
@@ -255,7 +263,7 @@ def load_tokenizer(
         try:
             hf = AutoTokenizer.from_pretrained(str(folder))
         except Exception as e:  # noqa: BLE001 - transformers raises many types here
-            raise TokenizerError(f"tokenizer {folder}: cannot be loaded: {e}") from e
+            raise TokenizerError(f"tokenizer {folder}: cannot be loaded: {_one_line(e)}") from None
         backend = getattr(hf, "backend_tokenizer", None)
         if backend is None:
             raise TokenizerError(f"tokenizer {folder}: no fast (Rust) tokenizer available")
