@@ -21,11 +21,14 @@ only after every rank finished writing, so a kill mid-save leaves the previous o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +219,29 @@ def check_checkpoint(path: Path, world: int) -> dict[str, Any]:
             f"checkpoint {path} was written by {index.get('world_size')} processes and this run "
             f"has {world}; resume with the same number of processes"
         )
+    for r in range(world):  # every rank's files are there and readable (headers only)
+        _check_rank_files(path, r)
     return index
+
+
+def _check_rank_files(path: Path, rank: int) -> dict[str, Any]:
+    """This rank's JSON index, after checking its safetensors header lists the same tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    stem = rank_stem(rank)
+    meta = _read_json(path / f"{stem}.json")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(
+            meta.get("tensors"), dict) or not isinstance(meta.get("aliases", {}), dict):
+        raise CheckpointError(f"checkpoint file {path / (stem + '.json')} is not a {FORMAT} index")
+    file = path / f"{stem}.safetensors"
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            stored = {k for k in f.keys() if not k.startswith("rng/")}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"checkpoint file {file} is unreadable ({e})") from None
+    if stored != set(meta["tensors"]) - set(meta.get("aliases") or {}):
+        raise CheckpointError(f"checkpoint file {file} does not hold the tensors its index lists")
+    return meta
 
 
 def read_trainer_state(out: str | Path, d: Dist) -> tuple[Path | None, dict[str, Any] | None]:
@@ -252,9 +277,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, d: Dist) -> dict[str
 
     check_checkpoint(path, d.world)
     stem = rank_stem(d.rank)
-    meta = _read_json(path / f"{stem}.json")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint file {path / (stem + '.json')} is not a {FORMAT} index")
+    meta = _check_rank_files(path, d.rank)
     aliases = meta.get("aliases") or {}
     model_sd, optim_sd = get_state_dict(model, optimizer)
     file = path / f"{stem}.safetensors"
@@ -304,6 +327,21 @@ def _set_scalar(optim_sd: dict[str, Any], name: str, value: Any) -> None:
         optim_sd["state"][param][key] = value
 
 
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No transformers progress bars when stderr is not a terminal (logs stay one line a step)."""
+    from transformers.utils import logging as hf_logging
+
+    if sys.stderr.isatty() or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def export_hf(
     model: Any, wrapper: Any, tokenizer_dir: Path, dest: Path, d: Dist, dtype: str = "float32"
 ) -> list[str]:
@@ -329,7 +367,8 @@ def export_hf(
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         model.config.use_cache = True
-        model.save_pretrained(str(tmp), state_dict=sd, safe_serialization=True)
+        with _quiet_progress():
+            model.save_pretrained(str(tmp), state_dict=sd, safe_serialization=True)
         model.config.use_cache = False
         # save_pretrained records the in-memory dtype; record the exported one instead
         config_file = tmp / "config.json"
