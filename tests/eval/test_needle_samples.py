@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from longctx.eval.generate import EvalError
-from longctx.eval.needle import NeedleConfig, make_instance, trial_interval
+from longctx.eval.needle import NeedleConfig, make_instance
+from longctx.intervals import mean_interval as trial_interval
 
 
 def test_samples_draw_distinct_needles_and_sample_zero_is_unchanged():

@@ -34,6 +34,8 @@ import numpy as np
 
 from longctx.config import to_dict
 from longctx.eval.generate import EvalError, load_eval_model
+from longctx.intervals import RULE as INTERVAL_RULE
+from longctx.intervals import ratio_interval
 from longctx.stage import run_hash, sha256_file, write_json_atomic, write_manifest
 
 DEFAULT_POSITIONS = [1024, 16384, 32768, 65536, 131072]
@@ -149,27 +151,6 @@ def resolve_split(data: str | Path) -> tuple[Path, str]:
     return folder, "train"
 
 
-BOOTSTRAP_SAMPLES = 1000
-
-
-def bootstrap_interval(
-    sums: np.ndarray, counts: np.ndarray, rng: np.random.Generator, samples: int = BOOTSTRAP_SAMPLES
-) -> list[float] | None:
-    """95% percentile interval of sum(loss)/sum(count) when documents are resampled.
-
-    ``sums``/``counts`` hold one entry per document (piece); documents with no scored token
-    in this cell are left out before resampling.
-    """
-    keep = counts > 0
-    s, c = sums[keep], counts[keep]
-    if len(c) < 2:  # one document says nothing about the spread
-        return None
-    idx = rng.integers(0, len(c), size=(samples, len(c)))
-    means = s[idx].sum(axis=1) / c[idx].sum(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return [float(lo), float(hi)]
-
-
 def select_rows(n: int, max_rows: int | None) -> list[int]:
     """All rows, or ``max_rows`` spread evenly over the data (deterministic)."""
     if max_rows is None or max_rows >= n:
@@ -224,6 +205,7 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
     psums, pcounts = np.zeros(npos), np.zeros(npos, dtype=np.int64)
     # per document (piece): domain, bucket sums/counts, Loss@P sums/counts (for intervals)
     doc_dom: list[int] = []
+    doc_id: list[str] = []  # "row:piece", the same across models evaluated on the same data
     doc_b: list[np.ndarray] = []
     doc_p: list[np.ndarray] = []
     show = sys.stderr.isatty() if progress is None else progress
@@ -250,18 +232,18 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
             np.add.at(psum, (local[ok], pbin[ok]), loss[ok])
             np.add.at(pcnt, (local[ok], pbin[ok]), 1)
             doc_dom.extend(int(dom[j]) for j in first)
+            doc_id.extend(f"{i}:{int(k)}" for k in ids)
             doc_b.append(np.stack([bsum, bcnt], axis=-1))
             doc_p.append(np.stack([psum, pcnt], axis=-1))
             bar.advance(task)
 
-    rng = np.random.default_rng(0)
     ddom = np.asarray(doc_dom, dtype=np.int64)
     db = np.concatenate(doc_b) if doc_b else np.zeros((0, nb, 2))
     dp = np.concatenate(doc_p) if doc_p else np.zeros((0, npos, 2))
 
     def interval(block: np.ndarray, col: int, mask: np.ndarray | None = None) -> list[float] | None:
         rows_ = block if mask is None else block[mask]
-        return bootstrap_interval(rows_[:, col, 0], rows_[:, col, 1], rng)
+        return ratio_interval(rows_[:, col, 0], rows_[:, col, 1])
 
     def mean(s: float, c: int) -> float | None:
         return float(s / c) if c else None
@@ -290,11 +272,16 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
         },
         "overall_interval95": {names[k]: interval(db, k) for k in range(nb)},
         "positions_interval95": {str(p): interval(dp, j) for j, p in enumerate(positions)},
-        "interval_rule": (
-            f"95% percentile bootstrap over documents (pieces), {BOOTSTRAP_SAMPLES} resamples, "
-            f"seed 0; documents: {len(ddom)}"
-        ),
+        "interval_rule": f"{INTERVAL_RULE} over documents (pieces); documents: {len(ddom)}",
         "data_read": str(folder),
+        # per document: bucket sums and counts, so two models evaluated on the same data can
+        # be compared document by document (a paired bootstrap of their difference)
+        "per_document": {
+            "id": doc_id,
+            "domain": [vocab[d] for d in doc_dom],
+            "bucket_sums": np.round(db[:, :, 0], 6).tolist(),
+            "bucket_counts": db[:, :, 1].astype(np.int64).tolist(),
+        },
         "tokens": {
             "rows": len(rows),
             "rows_total": len(ds),

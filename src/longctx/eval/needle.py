@@ -35,6 +35,8 @@ from longctx.config import to_dict
 from longctx.eval import scorers
 from longctx.eval.generate import EvalError, first_line_done, greedy_generate, load_eval_model
 from longctx.eval.haystack import Haystack, collapse_whitespace, load_haystack
+from longctx.intervals import RULE as INTERVAL_RULE
+from longctx.intervals import mean_interval
 from longctx.stage import (
     config_hash,
     path_identity,
@@ -419,9 +421,8 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
         "average": average,
         "samples_per_cell": cfg.samples,
         "trials": int(trials.size),
-        "average_interval95": trial_interval(trials),
-        "interval_rule": "95% percentile bootstrap over needles (cells x samples), 1000 "
-                         "resamples, seed 0",
+        "average_interval95": mean_interval(trials),
+        "interval_rule": f"{INTERVAL_RULE} over needles (cells x samples)",
         "averages": {
             k: float(np.mean([c["scores"][k] for c in cells])) for k in cells[0]["scores"]
         },
@@ -473,16 +474,6 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
         },
     )
     return result
-
-
-def trial_interval(scores: np.ndarray, samples: int = 1000) -> list[float] | None:
-    """95% percentile bootstrap interval of the mean score over needles (None for < 2)."""
-    if scores.size < 2:
-        return None
-    rng = np.random.default_rng(0)
-    means = scores[rng.integers(0, scores.size, size=(samples, scores.size))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return [float(lo), float(hi)]
 
 
 def _run_cell(
