@@ -13,6 +13,7 @@ import sys
 import typer
 
 from longctx import __version__
+from longctx.ablate.cli import ablate_command
 from longctx.data.cli import app as data_app
 from longctx.errors import LongctxError
 from longctx.eval.cli import app as eval_app
@@ -31,6 +32,7 @@ app.command("train")(train_command)
 app.add_typer(eval_app, name="eval", help="Needle-in-a-haystack, loss by position and domain, BookQA.")
 app.command("report")(report_command)
 app.command("demo")(demo_command)
+app.command("ablate")(ablate_command)
 
 
 @app.command("version")

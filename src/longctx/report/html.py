@@ -453,6 +453,23 @@ def _comparison_section(page: _Page, runs: list[RunOutputs]) -> None:
 # ---------------------------------------------------------------- the page
 
 
+def _ablation_sections(page: _Page, runs: list[RunOutputs]) -> set[str]:
+    """Render the section of every run dir holding an ``ablation.json``; returns their names."""
+    from longctx.report.ablation import ablation_section, load_ablation
+
+    names = set()
+    for run in runs:
+        ab, warning = load_ablation(run.root)
+        if warning:
+            page.warnings.append(warning)
+        if ab is not None:
+            section, images = ablation_section(ab)
+            page.add(section)
+            page.images += images
+            names.add(run.name)
+    return names
+
+
 def render_report(runs: list[RunOutputs], title: str = "longctx report") -> tuple[str, int]:
     """The full HTML page and the number of embedded images."""
     page = _Page()
@@ -462,9 +479,14 @@ def render_report(runs: list[RunOutputs], title: str = "longctx report") -> tupl
     page.add(f"<h1>{esc(title)}</h1>")
     page.add(f'<p class="meta">generated {now} from '
              + ", ".join(f"<code>{esc(r.root)}</code>" for r in runs) + "</p>")
-    _comparison_section(page, runs)
+    ablations = _ablation_sections(page, runs)
+    _comparison_section(page, [r for r in runs if r.name not in ablations])
     for run in runs:
         page.add(f"<h2>Run {esc(run.name)}</h2>")
+        if run.name in ablations:  # its arms are in the ablation section, not repeated here
+            page.add(f'<p class="meta">stage outputs of every arm and seed: '
+                     f"<code>{esc(run.root)}/arms/</code></p>")
+            continue
         sections: list[tuple[str, list[StageOutput]]] = [
             ("Data", run.of("stats") + run.of("build")),
             ("Training", run.of("train")),
