@@ -61,29 +61,46 @@ _STAGE_FILES = {
 }
 
 
+# What a torn, truncated, hand-edited or hostile JSON file raises while being parsed:
+# JSONDecodeError/UnicodeDecodeError (ValueError), an int too long to convert (ValueError),
+# nesting deeper than the parser's recursion limit (RecursionError), or an OS error.
+_UNREADABLE = (OSError, ValueError, RecursionError)
+
+
 def _read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
 def read_metrics(path: Path, warnings: list[str]) -> list[dict[str, Any]]:
-    """Parse metrics.jsonl; a torn last line (a run still writing) is skipped, not fatal."""
+    """Parse metrics.jsonl; a torn line (a run still writing, or killed) is skipped, not fatal."""
     rows: list[dict[str, Any]] = []
     if not path.is_file():
         return rows
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                warnings.append(f"{path}:{lineno}: not valid JSON, line skipped")
-                continue
-            if isinstance(row, dict) and "step" in row:
-                rows.append(row)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        warnings.append(f"{path}: unreadable ({e.__class__.__name__}: {e})")
+        return rows
+    for lineno, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except _UNREADABLE:
+            warnings.append(f"{path}:{lineno}: not valid JSON, line skipped")
+            continue
+        step = row.get("step") if isinstance(row, dict) else None
+        if isinstance(step, (int, float)) and not isinstance(step, bool):
+            rows.append(row)
     return rows
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    text = str(e).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _finished_key(folder: Path, file: Path) -> tuple[float, str]:
@@ -104,8 +121,8 @@ def _scan_folder(run: RunOutputs, folder: Path, files: set[str]) -> None:
         path = folder / fname
         try:
             data = _read_json(path)
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            run.warnings.append(f"{path}: unreadable ({e.__class__.__name__}: {e})")
+        except _UNREADABLE as e:
+            run.warnings.append(f"{path}: unreadable ({e.__class__.__name__}: {_short(e)})")
             continue
         if not isinstance(data, dict):
             run.warnings.append(f"{path}: expected a JSON object")
@@ -122,10 +139,11 @@ def _scan_folder(run: RunOutputs, folder: Path, files: set[str]) -> None:
     path = folder / "manifest.json"
     try:
         manifest = _read_json(path)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        run.warnings.append(f"{path}: unreadable ({e.__class__.__name__}: {e})")
+    except _UNREADABLE as e:
+        run.warnings.append(f"{path}: unreadable ({e.__class__.__name__}: {_short(e)})")
         return
     if not isinstance(manifest, dict):
+        run.warnings.append(f"{path}: expected a JSON object")
         return
     stage = manifest.get("stage")
     order = _finished_key(folder, path)
