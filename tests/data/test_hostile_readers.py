@@ -169,7 +169,7 @@ def test_domain_from_an_undecodable_folder_name_is_invalid_unicode(tmp_path):
 def test_lone_surrogates_in_any_field_read(tmp_path, field):
     text = "ok text \\ud800 here" if field in ("text", "both") else "ok text"
     domain = "Dom\\udc00" if field in ("domain", "both") else "Dom"
-    bad = ('{"text": "%s", "meta": {"redpajama_set_name": "%s"}}' % (text, domain)).encode()
+    bad = ('{"text": "' + text + '", "meta": {"redpajama_set_name": "' + domain + '"}}').encode()
     paired = b'{"text": "emoji \\ud83d\\ude00 is fine", "meta": {"redpajama_set_name": "A"}}'
     path = write_lines(tmp_path / "s.jsonl", [GOOD[0].encode(), bad, paired])
     docs, skipped = _docs(path)
