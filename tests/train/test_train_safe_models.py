@@ -48,8 +48,8 @@ def remote_code_folder(root: Path, marker: Path) -> Path:
     (folder / "config.json").write_text(json.dumps(config))
     for name in ("configuration_evil.py", "modeling_evil.py"):
         (folder / name).write_text(CODE.format(marker=str(marker)))
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
     _tokenizer_files(folder)

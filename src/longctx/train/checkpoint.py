@@ -82,9 +82,8 @@ def _rng_state() -> tuple[dict[str, Any], dict[str, Any]]:
     js = {"python": [version, list(internal), gauss],
           "numpy": [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]}
     tensors = {"rng/torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng/cuda/{i}"] = s
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()  # this rank's device only
     return js, tensors
 
 
@@ -97,13 +96,12 @@ def _set_rng_state(js: dict[str, Any], tensors: dict[str, Any]) -> None:
     np.random.set_state((str(name), np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss),
                          float(cached)))
     torch.set_rng_state(tensors["rng/torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+    if "rng/cuda" in tensors and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
 
 
 # ------------------------------------------------------------------------------ flat state
-def _local(t: Any) -> Any:
+def local_tensor(t: Any) -> Any:
     """The tensor this rank holds: the local shard of a DTensor, else the tensor itself."""
     from torch.distributed.tensor import DTensor
 
@@ -131,7 +129,7 @@ def _save_rank(path: Path, model_sd: dict[str, Any], optim_sd: dict[str, Any], d
         if not isinstance(value, torch.Tensor):
             scalars[name] = value  # JSON-able optimizer hyper-state (none for AdamW today)
             continue
-        t = _local(value).detach()
+        t = local_tensor(value).detach()
         # tied weights share storage; safetensors refuses aliases, so store them once
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),
                tuple(t.stride()), str(t.dtype))
@@ -297,7 +295,7 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, d: Dist) -> dict[str
                         f"checkpoint {path} does not match this model: no tensor {name!r}"
                     )
                 value = f.get_tensor(src)
-                local = _local(target)
+                local = local_tensor(target)
                 if tuple(value.shape) != tuple(local.shape) or value.dtype != local.dtype:
                     raise CheckpointError(
                         f"checkpoint {path} does not match this model: {name!r} is "

@@ -165,11 +165,13 @@ def _claim_output(cfg: TrainConfig, out: Path, d: distrib.Dist) -> Any:
 
 
 def _run(cfg: TrainConfig, out: Path, cfg_hash: str, d: distrib.Dist) -> dict[str, Any]:
+    """The run itself, steps 0-7 of the module docstring (``out`` is claimed by the caller)."""
     import torch
 
     total_steps = cfg.resolved_steps()
     seq_len = cfg.resolved_seq_len()
     batch_tokens = cfg.resolved_batch_tokens()
+    # 0. the checkpoint to resume: this run's own, or refused/discarded before any heavy work
     resume_key = cfg.resume_key()
     latest, _ = _resume_point(cfg, out, resume_key, d)
 
@@ -424,7 +426,7 @@ def _all_finite(wrapper: Any, d: distrib.Dist) -> bool:
     bad = 0.0
     with torch.no_grad():
         for p in wrapper.parameters():
-            if not bool(torch.isfinite(ckpt._local(p)).all()):
+            if not bool(torch.isfinite(ckpt.local_tensor(p)).all()):
                 bad = 1.0
                 break
     return distrib.all_reduce_sum(bad, d) == 0
