@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx.config import ConfigError, _merge, load_yaml, parse_count, parse_overrides
+from longctx.errors import LongctxError
 from longctx.eval.loss import LossConfig
 from longctx.eval.needle import NeedleConfig
 from longctx.mix.strategies import STRATEGIES
@@ -127,6 +128,16 @@ class AblationConfig:
             return self.model
         return None
 
+    def record(self) -> dict[str, Any]:
+        """The resolved config as recorded (no output folder or worker count: neither
+        changes a result)."""
+        d = dataclasses.asdict(self)
+        d.pop("out")
+        d.pop("workers")
+        d["arms"] = {a.name: dataclasses.asdict(a) for a in self.arm_list()}
+        d["seeds"] = self.seed_list()
+        return d
+
     # ------------------------------------------------------------------ stage configs
     def build_config(self, arm: Arm, seed: int, out: str | Path) -> BuildConfig:
         values = {**self.build, **arm.build, **arm.mixture(), "seed": seed,
@@ -134,7 +145,10 @@ class AblationConfig:
                   "tokenizer": self.resolved_tokenizer(), "text_field": self.corpus.text_field,
                   "domain_field": self.corpus.domain_field, "workers": self.workers}
         cfg = _typed(BuildConfig, values, f"arms.{arm.name}.")
-        cfg.validate()
+        try:
+            cfg.validate()
+        except LongctxError as e:
+            raise AblationConfigError(f"build (arm {arm.name!r}): {e}") from None
         return cfg
 
     def train_config(self, arm: Arm, seed: int, data: str | Path, out: str | Path,
@@ -148,13 +162,13 @@ class AblationConfig:
     def loss_config(self, model: str | Path, data: str | Path) -> LossConfig:
         cfg = _typed(LossConfig, {**(self.eval.loss or {}), "model": str(model),
                                   "data": str(data)}, "eval.loss.")
-        cfg.validate()
+        _checked("eval.loss", cfg)
         return cfg
 
     def needle_config(self, model: str | Path, trained_length: int | None) -> NeedleConfig:
         cfg = _typed(NeedleConfig, {**(self.eval.needle or {}), "model": str(model),
                                     "trained_length": trained_length}, "eval.needle.")
-        cfg.validate()
+        _checked("eval.needle", cfg)
         return cfg
 
     # ------------------------------------------------------------------ validation
@@ -223,6 +237,13 @@ def _typed(cls: type, values: dict[str, Any], prefix: str) -> Any:
     return obj
 
 
+def _checked(name: str, cfg: Any) -> None:
+    try:
+        cfg.validate()
+    except LongctxError as e:
+        raise AblationConfigError(f"{name}: {e}") from None
+
+
 def _check_section(name: str, values: Any, cls: type, owned: tuple[str, ...], why: str) -> None:
     if not isinstance(values, dict):
         raise AblationConfigError(f"{name}: expected a mapping of keys, got {values!r}")
@@ -256,24 +277,23 @@ def parse_seeds(value: Any) -> list[int]:
 def _resolve_key(arm: str, key: str) -> str:
     """A flat arm key (``lr``) or a dotted one (``train.lr``) -> ``section.key``."""
     key = key.replace("-", "_")
-    if "." in key:
-        section, sub = key.split(".", 1)
+    section, _, sub = key.rpartition(".")
+    owned = {"build": BUILD_OWNED, "train": TRAIN_OWNED}.get(section, BUILD_OWNED + TRAIN_OWNED)
+    if sub in owned and section in ("", "build", "train"):
+        raise AblationConfigError(f"arms.{arm}.{sub}: set by the ablation (seeds repeat every "
+                                  "arm; inputs, folders and the model are shared)")
+    if section:
         keys = {"build": BUILD_KEYS, "train": TRAIN_KEYS}.get(section)
         if keys is None or sub not in keys:
-            raise AblationConfigError(f"arms.{arm}.differs: unknown key {key!r} "
+            raise AblationConfigError(f"unknown arm key 'arms.{arm}.{key}' "
                                       "(expected build.KEY or train.KEY)")
         return key
     in_build, in_train = key in BUILD_KEYS, key in TRAIN_KEYS
     if in_build and in_train:
         raise AblationConfigError(f"arms.{arm}.{key}: ambiguous (a build and a train key); "
                                   f"write build.{key} or train.{key}")
-    if in_build:
-        return f"build.{key}"
-    if in_train:
-        return f"train.{key}"
-    if key in BUILD_OWNED or key in TRAIN_OWNED:
-        raise AblationConfigError(f"arms.{arm}.{key}: set by the ablation (seeds repeat every "
-                                  "arm; inputs, folders and the model are shared)")
+    if in_build or in_train:
+        return f"{'build' if in_build else 'train'}.{key}"
     known = ", ".join([*MIXTURE_KEYS, "differs", "build", "train", "<any build/train key>"])
     raise AblationConfigError(f"unknown arm key 'arms.{arm}.{key}' (known: {known})")
 
@@ -291,8 +311,17 @@ def parse_arm(name: str, raw: Any) -> Arm:
     arm = Arm(name=name, strategy="")
     overrides: dict[str, Any] = {}
     declared: list[str] = []
+    items = []  # flat (key, value); the mixture may also be written inside `build:`
     for raw_key, value in raw.items():
         key = str(raw_key).replace("-", "_")
+        if key == "build" and isinstance(value, dict):
+            items += [(str(k), v) if str(k) in MIXTURE_KEYS else (f"build.{k}", v)
+                      for k, v in value.items()]
+        elif key == "train" and isinstance(value, dict):
+            items += [(f"train.{k}", v) for k, v in value.items()]
+        else:
+            items.append((key, value))
+    for key, value in items:
         if key == "strategy":
             arm.strategy = str(value)
         elif key in ("mix", "upsample"):
@@ -300,13 +329,10 @@ def parse_arm(name: str, raw: Any) -> Arm:
         elif key == "short_keep":
             arm.short_keep = _typed(BuildConfig, {"short_keep": value}, f"arms.{name}.").short_keep
         elif key == "differs":
-            items = [value] if isinstance(value, str) else value
-            if not isinstance(items, list):
+            keys = [value] if isinstance(value, str) else value
+            if not isinstance(keys, list):
                 raise AblationConfigError(f"arms.{name}.differs: expected a list of keys")
-            declared = [_resolve_key(name, str(k)) for k in items]
-        elif key in ("build", "train") and isinstance(value, dict):
-            for sub, v in value.items():
-                overrides[_resolve_key(name, f"{key}.{sub}")] = v
+            declared = [_resolve_key(name, str(k)) for k in keys]
         else:
             overrides[_resolve_key(name, key)] = value
     if not arm.strategy:

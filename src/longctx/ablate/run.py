@@ -17,7 +17,6 @@ finished work and an interrupted run resumes; nothing here keeps state of its ow
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,7 +94,7 @@ def run_ablation(cfg: AblationConfig, *, echo: Callable[[str], None] = print,
     out = Path(cfg.out)
     expand_inputs(cfg.corpus.inputs)  # a missing corpus fails now, not after the first arm
     units = plan_units(cfg)
-    record = _config_record(cfg)
+    record = cfg.record()
     with stage_output(out, STAGE, inputs=cfg.corpus.inputs):
         t0 = time.perf_counter()
         write_manifest(out, {"stage": STAGE, "status": "running", "config": record,
@@ -127,16 +126,6 @@ def run_ablation(cfg: AblationConfig, *, echo: Callable[[str], None] = print,
         echo(f"verdict: {line}")
     echo(f"ablate: wrote {out / 'ablation.json'} and {report}")
     return result
-
-
-def _config_record(cfg: AblationConfig) -> dict[str, Any]:
-    """The resolved config as recorded (without the output folder: moving DIR changes nothing)."""
-    d = dataclasses.asdict(cfg)
-    d.pop("out")
-    d.pop("workers")
-    d["arms"] = {a.name: dataclasses.asdict(a) for a in cfg.arm_list()}
-    d["seeds"] = cfg.seed_list()
-    return d
 
 
 # ------------------------------------------------------------------------------ stages

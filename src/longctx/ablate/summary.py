@@ -288,15 +288,26 @@ def read_unit(root: Path, folder: Path, seed: int) -> dict[str, Any]:
 
 def summarize(cfg: AblationConfig, units: list[Any], heldout: dict[str, Any],
               base_root: Path | None) -> dict[str, Any]:
-    """The content of ``ablation.json`` (timings are added by the caller)."""
-    from longctx.ablate.run import _config_record
-
+    """The content of ``ablation.json``, read from the stage folders (timings are added by
+    the caller)."""
     root = Path(cfg.out)
     arms: dict[str, Any] = {}
     for u in units:
         entry = arms.setdefault(u.arm.name, {"mixture": u.arm.mixture(),
                                              "differs": list(u.arm.differs), "seeds": []})
         entry["seeds"].append(read_unit(root, u.root, u.seed))
+    held = {k: (_rel(v, root) if k in ("data", "scored") else v) for k, v in heldout.items()}
+    result = assemble(arms, held, config=cfg.record(), seeds=cfg.seed_list())
+    if base_root is not None:
+        result["base_model"] = {"loss": read_loss(base_root / "loss"),
+                                "needle": read_needle(base_root / "needle")}
+    return result
+
+
+def assemble(arms: dict[str, Any], heldout: dict[str, Any], *, config: dict[str, Any],
+             seeds: list[int]) -> dict[str, Any]:
+    """Per-arm summaries, comparisons against the first arm and verdicts, from the per-seed
+    records in ``arms`` (``{name: {"mixture", "differs", "seeds": [read_unit(...)]}}``)."""
     for entry in arms.values():
         entry["summary"] = arm_summary(entry["seeds"])
     names = list(arms)
@@ -305,22 +316,21 @@ def summarize(cfg: AblationConfig, units: list[Any], heldout: dict[str, Any],
         diffs = compare(arms[names[0]]["summary"], arms[name]["summary"])
         comparisons[name] = diffs
         verdicts.append(verdict_line(name, names[0], diffs, arms[name]["differs"]))
-    held = {k: (_rel(v, root) if k in ("data", "scored") else v) for k, v in heldout.items()}
     warnings = []
-    if held["split"] != "heldout":
+    if heldout.get("split") != "heldout":
         warnings.append("loss measured on TRAINING rows of the first arm's first build "
-                        f"({held['scored']}), not on held-out documents: the first arm has "
-                        "seen them, so differences are biased toward it")
+                        f"({heldout.get('scored')}), not on held-out documents: the first arm "
+                        "has seen them, so differences are biased toward it")
     for name, entry in arms.items():
         for s in entry["seeds"]:
             warnings += [f"{name} seed {s['seed']}: {w}" for w in s["build"]["warnings"]]
-    result: dict[str, Any] = {
+    return {
         "stage": "ablate",
         "format_version": 1,
-        "config": _config_record(cfg),
+        "config": config,
         "baseline": names[0],
-        "seeds": cfg.seed_list(),
-        "heldout": held,
+        "seeds": seeds,
+        "heldout": heldout,
         "noise_rule": ("a difference counts when |delta mean| exceeds the larger of the two "
                        "arms' seed spreads (max - min over seeds); with one seed, when the two "
                        "bootstrap 95% intervals over documents do not overlap"),
@@ -329,7 +339,3 @@ def summarize(cfg: AblationConfig, units: list[Any], heldout: dict[str, Any],
         "verdicts": verdicts,
         "warnings": warnings,
     }
-    if base_root is not None:
-        result["base_model"] = {"loss": read_loss(base_root / "loss"),
-                                "needle": read_needle(base_root / "needle")}
-    return result
