@@ -128,3 +128,67 @@ def test_scalar_override_becomes_one_item_list():
     assert build_config(ListCfg, overrides=["depths=[10, 20]"]).depths == [10, 20]
     with pytest.raises(ConfigError, match="depths"):
         build_config(ListCfg, overrides=["depths=x"])
+
+
+# ---- hostile config files and absurd numbers -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content,where,what",
+    [
+        (b"steps: 5\nname: caf\xe9\n", ":2:", "not UTF-8"),  # a Latin-1 file
+        (b"steps: 5\nmix: [unclosed\n", ":3:", "not valid YAML"),
+        (b"steps: 5\n\tname: x\n", ":2:1:", "not valid YAML"),
+        (b"steps: 5\nname: 'x\n", ":", "not valid YAML"),
+        (b"a: !!python/object/apply:os.system ['echo pwned']\n", ":1:", "not valid YAML"),
+        (b"# a comment\n- just\n- a list\n", ":2:", "top level must be a mapping"),
+        (b"42\n", ":1:", "top level must be a mapping"),
+    ],
+)
+def test_bad_yaml_file_is_one_line_naming_file_and_line(tmp_path, content, where, what):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as e:
+        build_config(Cfg, config_file=path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}{where}") and what in msg, msg
+
+
+def test_empty_yaml_is_no_settings(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing set\n")
+    assert build_config(Cfg, config_file=path) == Cfg()
+
+
+@pytest.mark.parametrize("bad", ["100000T", "1e999", float("inf"), float("nan"), 10**16])
+def test_parse_count_bounds(bad):
+    with pytest.raises(ConfigError, match="--tokens"):
+        parse_count(bad, name="--tokens")
+
+
+def test_parse_count_accepts_up_to_its_maximum():
+    assert parse_count("100T") == 10**14 and parse_count("1000T") == 10**15
+    assert parse_count("5K", maximum=5000) == 5000
+    with pytest.raises(ConfigError, match="more than the 4,999"):
+        parse_count("5K", maximum=4999)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [("optim.lr=.inf", "optim.lr"), ("optim.lr=.nan", "optim.lr"), ("optim.lr=-.inf", "optim.lr"),
+     ("steps=1e999", "steps"), ("steps=99999999999999999999999", "steps")],
+)
+def test_non_finite_and_out_of_range_numbers_are_refused(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_config(Cfg, overrides=[override])
+
+
+def test_cli_float_infinity_is_refused():
+    with pytest.raises(ConfigError, match="finite"):
+        build_config(Cfg, cli={"optim": {"lr": float("1e999")}})
+
+
+@pytest.mark.parametrize("bad", ["A=inf", "A=nan", "A=-1"])
+def test_weights_must_be_finite_and_non_negative(bad):
+    with pytest.raises(ConfigError, match="'A'"):
+        parse_weights(bad, name="--mix")
