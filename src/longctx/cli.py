@@ -17,7 +17,8 @@ from longctx.ablate.cli import ablate_command
 from longctx.data.cli import app as data_app
 from longctx.errors import LongctxError
 from longctx.eval.cli import app as eval_app
-from longctx.report.cli import demo_command, report_command
+from longctx.demo import demo_command
+from longctx.report.cli import report_command
 from longctx.train.cli import train_command
 
 app = typer.Typer(

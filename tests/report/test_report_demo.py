@@ -11,30 +11,85 @@ from pathlib import Path
 import pytest
 from htmlparse import decode_png, parse
 
-from longctx.report.demo import DemoPlan, _steps
+from longctx.demo import DemoPlan, _steps
 
 
 def test_demo_plan_runs_every_stage_through_the_cli(tmp_path: Path) -> None:
-    steps = _steps(tmp_path, DemoPlan.full())
+    plan = DemoPlan.full()
+    steps = _steps(tmp_path, plan)
     commands = [" ".join(s.argv[:2]) for s in steps]
     assert commands[:3] == ["data demo-corpus", "data stats", "data build"]
-    assert [c.split()[0] for c in commands[3:]] == ["eval", "eval", "train", "eval", "eval"]
+    assert commands[3:5] == ["eval loss", "eval needle"]
+    assert commands[5:-1] == ["train --data", "eval loss"] * len(plan.seeds)
+    assert commands[-1] == "eval needle"
+    assert len(plan.seeds) >= 2  # training repeats: the seed-to-seed noise is measured
     build = steps[2].argv
     assert build[build.index("--strategy") + 1] == "per_source"
+    assert "--eval-tokens" in build  # held-out documents for every loss
+    for loss in (s.argv for s in steps if s.argv[:2] == ["eval", "loss"]):
+        assert loss[loss.index("--data") + 1] == str(tmp_path / "data")
     train = steps[5].argv
-    plan = DemoPlan.full()
     # continual pretraining with an enlarged RoPE base (SmolLM2-135M ships with 1e5)
     assert float(train[train.index("--rope-theta") + 1]) > 1e5
-    # needle before and after on the same grid, reaching beyond the model's 8K context
-    before, after = steps[3].argv, steps[6].argv
-    assert before[before.index("--lengths") + 1] == after[after.index("--lengths") + 1]
-    assert max(plan.needle_lengths) > 8192
-    assert after[after.index("--model") + 1] == str(tmp_path / "train" / "final")
+    # needle before and after on the same grid and needles, reaching beyond the 8K context
+    before, after = steps[4].argv, steps[-1].argv
+    for flag in ("--lengths", "--depths", "--samples"):
+        assert before[before.index(flag) + 1] == after[after.index(flag) + 1]
+    assert max(plan.needle_lengths) > 8192 and plan.needle_samples >= 2
+    assert after[after.index("--model") + 1] == str(tmp_path / "train-seed0" / "final")
+
+
+def test_demo_summary_states_noise_beside_every_difference(tmp_path: Path) -> None:
+    """The headline is computed from the run's files: differences with intervals and seed
+    spread, verdicts that follow them, and the scale against the paper."""
+    import json
+
+    from longctx.demo import summarize
+
+    plan = DemoPlan.full()
+
+    def loss(shift_a: float, shift_b: float, split: str = "heldout") -> dict:
+        sums = [[100 * (2.0 + 0.1 * i + shift_a), 50 * (1.5 + shift_b), 0.0] for i in range(10)]
+        counts = [[100, 50, 0] for _ in range(10)]
+        return {"buckets": ["0-1024", "1024-8192", "8192-10240"], "split": split,
+                "overall": {"0-1024": 2.45 + shift_a, "1024-8192": 1.5 + shift_b,
+                            "8192-10240": None},
+                "per_document": {"id": [f"{i}:0" for i in range(10)], "domain": ["a"] * 10,
+                                 "bucket_sums": sums, "bucket_counts": counts}}
+
+    def write(sub: str, name: str, data: dict) -> None:
+        (tmp_path / sub).mkdir(parents=True, exist_ok=True)
+        (tmp_path / sub / name).write_text(json.dumps(data))
+
+    write("loss-before", "loss.json", loss(0.0, 0.0))
+    write("loss-after-seed0", "loss.json", loss(-0.2, 0.0))
+    write("loss-after-seed1", "loss.json", loss(-0.19, 0.0))
+    write("train-seed0", "manifest.json", {"tokens": 32768})
+    cells = [{"length": n, "depth": d, "score": 0.0, "samples": [
+        {"scores": {"ruler": 0.0}}, {"scores": {"ruler": 0.0}}]}
+        for n in (2048, 10240) for d in (0, 50, 100)]
+    write("needle-before", "needle.json", {"headline": "ruler", "cells": cells})
+    after = json.loads(json.dumps(cells))
+    after[3]["samples"][0]["scores"]["ruler"] = 1.0  # one of six needles at 10,240 found
+    write("needle-after", "needle.json", {"headline": "ruler", "cells": after})
+    s = summarize(tmp_path, plan)
+    rows = {r["bucket"]: r for r in s["loss"]}
+    assert rows["0-1024"]["beyond_noise"]  # -0.2 and -0.19, every document, spread 0.01
+    assert abs(rows["0-1024"]["seed_spread"]["range"] - 0.01) < 1e-9
+    assert not rows["1024-8192"]["beyond_noise"]  # no change at all
+    needle = {r["length"]: r for r in s["needle"]}
+    assert needle[10240]["needles"] == 6 and not needle[10240]["beyond_noise"]
+    text = "\n".join(s["headline"])
+    assert "held-out documents" in text and "interval" in text and "within noise" in text
+    assert "beyond noise" in text and "of the paper's 5B tokens" in text
+    assert s["scale"]["trained_tokens"] == 32768
+    write("loss-before", "loss.json", loss(0.0, 0.0, split="train"))
+    assert "TRAINING rows" in "\n".join(summarize(tmp_path, plan)["headline"])
 
 
 def test_demo_reports_a_missing_stage_by_name(tmp_path: Path, monkeypatch) -> None:
     """A stage that is not there (or fails) stops the demo with a message naming the step."""
-    from longctx.report import demo
+    from longctx import demo
 
     def fail(argv):
         raise NotImplementedError
@@ -61,9 +116,11 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     for src in p.imgs:
         decode_png(src)
     assert not any(u[2].lower().startswith(("http:", "https:", "//")) for u in p.urls)
-    for sub in ("corpus", "stats", "data", "needle-before", "train", "needle-after"):
+    for sub in ("corpus", "stats", "data", "needle-before", "train-seed0", "needle-after"):
         assert (out / sub / "manifest.json").is_file(), sub
-    assert (out / "train" / "final" / "config.json").is_file()
+    assert (out / "train-seed0" / "final" / "config.json").is_file()
+    summary = (out / "demo.json").read_text()
+    assert '"heldout"' in summary and "What this demo measured" in report.read_text()
     if shutil.which("chromium") or shutil.which("chromium-browser"):
         from browser_probe import assert_clean, browser_check
 

@@ -1,4 +1,4 @@
-"""``longctx report`` and ``longctx demo``."""
+"""``longctx report``."""
 
 from __future__ import annotations
 
@@ -46,40 +46,3 @@ def report_command(
     heatmaps, loss tables, and a side-by-side comparison of several runs (Table 5 view)."""
     images = write_report(run_dirs, out, title)
     typer.echo(f"report: {out} ({images} images)")
-
-
-def demo_command(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for every stage's output and the report.")
-    ] = Path("runs/demo"),
-    quick: Annotated[
-        bool,
-        typer.Option(
-            "--quick", help="Tiny grid, short sequences and 2 training steps (a few minutes, CI)."
-        ),
-    ] = False,
-    steps: Annotated[
-        int | None,
-        typer.Option("--steps", min=1, help="Training steps (default 2, of one 10,240-token row each; --quick: 2 of 1,024)."),
-    ] = None,
-    rope_theta: Annotated[
-        float | None,
-        typer.Option(
-            "--rope-theta",
-            min=1.0,
-            help="RoPE base for continual pretraining (default 1e6; SmolLM2-135M has 1e5).",
-        ),
-    ] = None,
-) -> None:
-    """Run the whole pipeline offline on embedded defaults (demo corpus, SmolLM2-135M):
-    corpus -> statistics -> per-source length-upsampled mixture -> needle before training ->
-    continual pretraining with an enlarged RoPE base -> needle and loss after -> report.
-    Stages that already finished in --out are reused."""
-    from longctx.report.demo import DemoPlan, run_demo
-
-    plan = DemoPlan.quick() if quick else DemoPlan.full()
-    if steps is not None:
-        plan.steps = steps
-    if rope_theta is not None:
-        plan.rope_theta = rope_theta
-    run_demo(out, plan)
