@@ -162,3 +162,10 @@ def test_presets_load(tmp_path):
     assert arms["arxiv_up"].upsample.keys() == {"RedPajamaArXiv"}
     assert paper.train["seq_len"] == paper.build["seq_len"] == 81920
     assert paper.train["rope_theta"] == pytest.approx(paper_effective_base(), abs=0.01)
+
+
+def test_mixture_keys_inside_an_arms_build_section_need_no_differs(tmp_path):
+    cfg = _load(tmp_path, lambda d: d["arms"]["per_source"].update(build={"short_keep": 0.5}))
+    arm = {a.name: a for a in cfg.arm_list()}["per_source"]
+    assert arm.short_keep == 0.5 and arm.differs == [] and arm.build == {}
+    assert cfg.build_config(arm, 0, "o").short_keep == 0.5

@@ -24,6 +24,15 @@ def ablate_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check the config and print the plan; run nothing.")
     ] = False,
+    print_commands: Annotated[
+        bool,
+        typer.Option("--print-commands", help="Write every stage's config next to its folder "
+                     "and print one command per stage (for cluster jobs); run nothing."),
+    ] = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", min=1, help="GPUs per training job in --print-commands "
+                          "(torchrun --nproc-per-node).")
+    ] = 8,
     progress: Annotated[
         bool | None,
         typer.Option("--progress/--no-progress", help="Stage progress bars (default: off)."),
@@ -38,6 +47,12 @@ def ablate_command(
     from longctx.ablate.run import plan_units, run_ablation
 
     cfg = load_ablation_config(config, out=out, overrides=set_ or [])
+    if print_commands:
+        from longctx.ablate.commands import stage_commands
+
+        for line in stage_commands(cfg, nproc=nproc):
+            typer.echo(line)
+        return
     if dry_run:
         for unit in plan_units(cfg):
             typer.echo(f"{unit.label}: {unit.arm.mixture()} -> {unit.root}")

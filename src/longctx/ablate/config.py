@@ -151,12 +151,9 @@ class AblationConfig:
             raise AblationConfigError(f"build (arm {arm.name!r}): {e}") from None
         return cfg
 
-    def train_config(self, arm: Arm, seed: int, data: str | Path, out: str | Path,
-                     eval_data: str | Path | None = None) -> TrainConfig:
+    def train_config(self, arm: Arm, seed: int, data: str | Path, out: str | Path) -> TrainConfig:
         values = {**self.train, **arm.train, "seed": seed, "data": str(data), "out": str(out),
                   "model": self.model}
-        if eval_data is not None and int(values.get("eval_every") or 0) > 0:
-            values["eval_data"] = str(eval_data)
         return _typed(TrainConfig, values, f"arms.{arm.name}.")
 
     def loss_config(self, model: str | Path, data: str | Path) -> LossConfig:

@@ -155,12 +155,17 @@ def _train_and_eval(cfg: AblationConfig, unit: Unit, heldout: dict[str, Any], lo
                     progress: bool | None) -> None:
     from longctx.train.loop import train
 
-    tc = cfg.train_config(unit.arm, unit.seed, unit.folder("data"), unit.folder("train"),
-                          eval_data=heldout["scored"])
+    bc = cfg.build_config(unit.arm, unit.seed, unit.folder("data"))
+    tc = cfg.train_config(unit.arm, unit.seed, unit.folder("data"), unit.folder("train"))
     tc.validate()
     log.run(unit.label, "train", unit.folder("train"), lambda: train(tc))
     model = unit.folder("train") / "final"
-    _evals(cfg, unit.label, unit.root, model, heldout, tc.resolved_seq_len(), log, progress)
+    _evals(cfg, unit.label, unit.root, model, heldout, trained_length(tc, bc), log, progress)
+
+
+def trained_length(tc: Any, bc: Any) -> int:
+    """The training length (train.seq_len, else the packed row length): the needle plot's line."""
+    return int(tc.seq_len or bc.seq_len)
 
 
 def _evals(cfg: AblationConfig, where: str, root: Path, model: str | Path,

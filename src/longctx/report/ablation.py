@@ -89,7 +89,7 @@ def needle_grid(ab: dict[str, Any]) -> bytes:
                 grid[depths.index(float(d))][lengths.index(int(L))] = m
         im = ax.imshow(grid, cmap=plots.NEEDLE_CMAP, vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(lengths)), [plots._k(x) for x in lengths], rotation=45)
-        ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
+        ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths] if i == 0 else [])
         ax.set_xlabel("context length")
         if i == 0:
             ax.set_ylabel("needle depth")
