@@ -169,3 +169,28 @@ def test_mixture_keys_inside_an_arms_build_section_need_no_differs(tmp_path):
     arm = {a.name: a for a in cfg.arm_list()}["per_source"]
     assert arm.short_keep == 0.5 and arm.differs == [] and arm.build == {}
     assert cfg.build_config(arm, 0, "o").short_keep == 0.5
+
+
+def test_a_folder_in_use_by_another_run_is_refused(tmp_path, ablate_corpus):
+    from longctx.ablate.run import run_ablation
+    from longctx.stage import stage_output
+
+    cfg = load_ablation_config(CPU_PRESET, out=str(tmp_path / "abl"),
+                               overrides=[f"corpus.inputs={ablate_corpus}"])
+    with stage_output(tmp_path / "abl", "ablate"):
+        with pytest.raises(LongctxError, match="in use by another longctx run"):
+            run_ablation(cfg, echo=lambda s: None)
+    assert not (tmp_path / "abl" / "arms").exists()
+
+
+def test_a_domain_the_corpus_lacks_fails_after_the_first_build(tmp_path, ablate_corpus):
+    from longctx.ablate.run import AblationError, run_ablation
+
+    cfg = load_ablation_config(CPU_PRESET, out=str(tmp_path / "abl"),
+                               overrides=[f"corpus.inputs={ablate_corpus}",
+                                          "arms.book_up.upsample={RedPajamaBook: 3}"])
+    lines: list[str] = []
+    with pytest.raises(AblationError, match=r"arms\.book_up\.upsample: domain\(s\) RedPajamaBook"):
+        run_ablation(cfg, echo=lines.append)
+    done = [ln for ln in lines if "finished" in ln]
+    assert len(done) == 1 and done[0].startswith("ablate: original seed 0: build finished in")

@@ -52,6 +52,7 @@ def test_everything_is_escaped():
     assert [u for u in p.urls if not u[2].startswith("data:")] == []
 
 
+@pytest.mark.slow
 def test_report_of_a_finished_ablation(finished, tmp_path):
     page = finished.dir / "report.html"
     doc = page.read_text()
@@ -73,6 +74,7 @@ def test_report_of_a_finished_ablation(finished, tmp_path):
     assert images == 4 and "Per-domain loss against the first arm" in out.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_ablation_report_renders_in_chromium(finished, tmp_path):
     from browser_probe import assert_clean, browser_check

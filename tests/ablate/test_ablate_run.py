@@ -13,9 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from ablate_helpers import CPU_PRESET, cpu_config, without_timings
 
 from longctx.ablate.run import run_ablation
+
+pytestmark = pytest.mark.slow  # one CPU ablation (3 arms x 2 seeds) shared by these tests
 
 ARMS = ["original", "per_source", "book_up"]
 STAGES = ["build", "train", "loss", "needle"]

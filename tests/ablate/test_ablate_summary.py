@@ -132,3 +132,58 @@ def test_training_rows_are_flagged():
     ab = synthetic_ablation()
     again = assemble(ab["arms"], {"split": "train", "scored": "x"}, config={}, seeds=[0, 1])
     assert any("TRAINING rows" in w for w in again["warnings"])
+
+
+def _loss_json(doc_losses: list[float], domains: list[str]) -> dict:
+    """A loss.json with one bucket and per-document sums (10 tokens per document)."""
+    per = {"id": [f"f:{i}" for i in range(len(doc_losses))], "domain": domains,
+           "bucket_sums": [[10 * x] for x in doc_losses], "bucket_counts": [[10]] * len(domains)}
+    mean = {d: sum(x for x, e in zip(doc_losses, domains, strict=True) if e == d)
+            / domains.count(d) for d in set(domains)}
+    return {"stage": "eval.loss", "split": "heldout", "buckets": ["0-64"],
+            "domains": {d: {"0-64": v} for d, v in mean.items()},
+            "overall": {"0-64": sum(doc_losses) / len(doc_losses)}, "positions": {},
+            "interval95": {d: {"0-64": [v - 0.5, v + 0.5]} for d, v in mean.items()},
+            "overall_interval95": {"0-64": [1.0, 3.0]}, "per_document": per}
+
+
+def test_one_seed_pairs_the_arms_document_by_document(tmp_path):
+    """Documents vary a lot (their own intervals overlap widely), but the second arm is
+    0.05 lower on every one of them: paired, that difference is beyond the noise."""
+    import json
+    import random
+
+    import yaml
+    from ablate_helpers import CPU_PRESET
+
+    from longctx.ablate.config import load_ablation_config
+    from longctx.ablate.run import plan_units
+    from longctx.ablate.summary import summarize
+
+    data = yaml.safe_load(CPU_PRESET.read_text())
+    data["arms"] = {"original": "original", "per_source": "per_source"}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    cfg = load_ablation_config(tmp_path / "a.yaml", out=str(tmp_path / "abl"),
+                               overrides=["seeds=1"])
+    units = plan_units(cfg)
+    rng = random.Random(0)
+    base = [rng.uniform(1.0, 3.0) for _ in range(40)]
+    domains = ["A" if i % 2 else "B" for i in range(40)]
+    shifted = [x - 0.05 + rng.uniform(-0.005, 0.005) for x in base]
+    same = [x + rng.uniform(-0.005, 0.005) for x in base]
+    for u, losses in zip(units, (base, shifted), strict=True):
+        (u.root / "loss").mkdir(parents=True)
+        (u.root / "loss" / "loss.json").write_text(json.dumps(_loss_json(losses, domains)))
+    held = {"split": "heldout", "data": str(units[0].folder("data")), "scored": "x"}
+    ab = summarize(cfg, units, held, None)
+    d = ab["comparisons"]["per_source"]["overall"]["0-64"]
+    assert d["noise_kind"] == "paired bootstrap 95%" and d["beyond"]
+    assert d["interval95"][1] < 0 and d["delta"] == pytest.approx(-0.05, abs=0.003)
+    assert ab["comparisons"]["per_source"]["domains"]["A"]["0-64"]["beyond"]
+    assert "one seed; paired bootstrap \u00b1" in ab["verdicts"][0]
+    assert "better beyond noise" in ab["verdicts"][0]
+    # the same documents without the shift: within noise
+    (units[1].root / "loss" / "loss.json").write_text(json.dumps(_loss_json(same, domains)))
+    ab = summarize(cfg, units, held, None)
+    assert not ab["comparisons"]["per_source"]["overall"]["0-64"]["beyond"]
+    assert "within noise" in ab["verdicts"][0]

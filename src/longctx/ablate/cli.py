@@ -55,7 +55,10 @@ def ablate_command(
         return
     if dry_run:
         for unit in plan_units(cfg):
-            typer.echo(f"{unit.label}: {unit.arm.mixture()} -> {unit.root}")
+            arm = unit.arm
+            extra = {**arm.build, **arm.train}
+            also = f" (differs: {extra})" if extra else ""
+            typer.echo(f"{unit.label}: {arm.mixture()}{also} -> {unit.root}")
         typer.echo(f"config OK: {len(cfg.arms)} arm(s) x {len(cfg.seed_list())} seed(s)")
         return
     run_ablation(cfg, echo=lambda s: typer.echo(s), progress=bool(progress))

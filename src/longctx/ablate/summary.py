@@ -2,9 +2,11 @@
 
 A difference between two arms counts only when it is larger than the noise: the larger of
 the two arms' seed spreads (max - min over seeds). With one seed per arm there is no spread,
-so the noise falls back to the bootstrap 95% intervals over documents that ``eval loss``
-writes (a difference counts when the two intervals do not overlap: |delta| > half-width A +
-half-width B), and the verdict says so. Without either, nothing is called a difference.
+so the noise falls back to bootstrap intervals over the held-out documents, and the verdict
+says so: for losses the paired interval of the difference (every arm is scored on the same
+documents; it counts when the interval excludes zero, ``longctx.intervals``), else, e.g. for
+the needle average, the two arms' own intervals (it counts when they do not overlap:
+|delta| > half-width A + half-width B). Without either, nothing is called a difference.
 Everything here reads stage output files only; paths are stored relative to ``DIR`` so a
 moved or re-made ablation compares equal.
 """
@@ -20,7 +22,8 @@ from typing import Any
 
 from longctx.ablate.config import AblationConfig
 
-SEED_SPREAD, BOOTSTRAP, UNKNOWN = "seed spread", "bootstrap 95%", "unknown"
+SEED_SPREAD, PAIRED, BOOTSTRAP, UNKNOWN = ("seed spread", "paired bootstrap 95%",
+                                          "bootstrap 95%", "unknown")
 
 
 # ------------------------------------------------------------------------------ reading
@@ -92,8 +95,8 @@ def read_needle(folder: Path) -> dict[str, Any] | None:
     cells = [{"length": c.get("length"), "depth": c.get("depth"), "score": c.get("score")}
              for c in n.get("cells") or [] if isinstance(c, dict)]
     return {"needle": n.get("needle"), "headline": n.get("headline"),
-            "average": n.get("average"), "trained_length": n.get("trained_length"),
-            "cells": cells}
+            "average": n.get("average"), "average_interval95": n.get("average_interval95"),
+            "trained_length": n.get("trained_length"), "cells": cells}
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -118,14 +121,19 @@ def _half_width(interval: Any) -> float | None:
     return None
 
 
-def difference(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """other - base, the noise it must beat, and whether it does."""
+def difference(base: dict[str, Any], other: dict[str, Any],
+               paired: dict[str, Any] | None = None) -> dict[str, Any]:
+    """other - base, the noise it must beat, and whether it does (``paired``: the result of
+    ``intervals.paired_loss_difference`` for these two, used when seeds do not repeat)."""
     a, b = base.get("mean"), other.get("mean")
     if a is None or b is None:
         return {"delta": None, "noise": None, "noise_kind": UNKNOWN, "beyond": False}
     delta = b - a
     if base["n"] >= 2 and other["n"] >= 2:
         noise, kind = max(base["spread"], other["spread"]), SEED_SPREAD
+    elif paired and _half_width(paired.get("interval95")) is not None:
+        return {"delta": delta, "noise": _half_width(paired["interval95"]), "noise_kind": PAIRED,
+                "interval95": paired["interval95"], "beyond": bool(paired["beyond_noise"])}
     else:
         ha, hb = _half_width(base.get("interval95")), _half_width(other.get("interval95"))
         noise, kind = (ha + hb, BOOTSTRAP) if ha is not None and hb is not None else (None, UNKNOWN)
@@ -181,7 +189,10 @@ def _needle_stats(recs: list[dict[str, Any]]) -> dict[str, Any]:
     for r in recs:
         for c in r["cells"]:
             cells.setdefault(f"{c['length']}:{c['depth']}", []).append(c["score"])
-    return {"average": describe([r["average"] for r in recs]),
+    average = describe([r["average"] for r in recs])
+    if len(recs) == 1 and recs[0].get("average_interval95"):
+        average["interval95"] = recs[0]["average_interval95"]
+    return {"average": average,
             "cells": {k: describe(v) for k, v in cells.items()},
             "headline": recs[0].get("headline"), "needle": recs[0].get("needle")}
 
@@ -229,31 +240,52 @@ def _clause(what: str, diff: dict[str, Any], lower_is_better: bool) -> str:
     d = diff["delta"]
     if diff["noise_kind"] == UNKNOWN:
         return f"{what} {_signed(d)} (noise unknown: one seed, no interval): not judged"
-    where = "spread" if diff["noise_kind"] == SEED_SPREAD else "one seed; bootstrap noise"
+    where = {SEED_SPREAD: "spread ", PAIRED: "one seed; paired bootstrap \u00b1"}.get(
+        diff["noise_kind"], "one seed; bootstrap noise ")
     if not diff["beyond"]:
         word = "within noise"
     else:
         better = d < 0 if lower_is_better else d > 0
         word = "better beyond noise" if better else "worse beyond noise"
-    return f"{what} {_signed(d)} ({where} {diff['noise']:.3f}): {word}"
+    return f"{what} {_signed(d)} ({where}{diff['noise']:.3f}): {word}"
 
 
-def compare(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    """Every difference of ``other`` against ``base`` (Table 5 cells, overall, positions, needle)."""
+def compare(base: dict[str, Any], other: dict[str, Any],
+            paired: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every difference of ``other`` against ``base`` (Table 5 cells, overall, positions,
+    needle); ``paired`` as :func:`paired_table` returns it (one seed per arm)."""
     bl, ol = base.get("loss") or {}, other.get("loss") or {}
+    pd, po = (paired or {}).get("domains") or {}, (paired or {}).get("overall") or {}
     out: dict[str, Any] = {"domains": {}, "overall": {}, "positions": {}, "needle": None}
     for d, per in (bl.get("domains") or {}).items():
         out["domains"][d] = {b: difference(s, ((ol.get("domains") or {}).get(d) or {}).get(b)
-                                           or {"mean": None})
+                                           or {"mean": None}, (pd.get(d) or {}).get(b))
                              for b, s in per.items()}
     for b, s in (bl.get("overall") or {}).items():
-        out["overall"][b] = difference(s, (ol.get("overall") or {}).get(b) or {"mean": None})
+        out["overall"][b] = difference(s, (ol.get("overall") or {}).get(b) or {"mean": None},
+                                       po.get(b))
     for p, s in (bl.get("positions") or {}).items():
         out["positions"][p] = difference(s, (ol.get("positions") or {}).get(p) or {"mean": None})
     bn, on = base.get("needle") or {}, other.get("needle") or {}
     if bn and on:
         out["needle"] = difference(bn["average"], on["average"])
     return out
+
+
+def paired_table(base_loss: dict[str, Any] | None,
+                 other_loss: dict[str, Any] | None) -> dict[str, Any]:
+    """Paired bootstrap intervals of other - base per domain and bucket, and overall, from
+    two ``loss.json`` files scored on the same documents."""
+    from longctx.intervals import paired_loss_difference
+
+    if not base_loss or not other_loss:
+        return {}
+    buckets = list(base_loss.get("buckets") or [])
+    return {
+        "domains": {d: {b: paired_loss_difference(base_loss, other_loss, b, d) for b in buckets}
+                    for d in base_loss.get("domains") or {}},
+        "overall": {b: paired_loss_difference(base_loss, other_loss, b) for b in buckets},
+    }
 
 
 def verdict_line(name: str, base_name: str, diffs: dict[str, Any], differs: list[str]) -> str:
@@ -297,7 +329,12 @@ def summarize(cfg: AblationConfig, units: list[Any], heldout: dict[str, Any],
                                              "differs": list(u.arm.differs), "seeds": []})
         entry["seeds"].append(read_unit(root, u.root, u.seed))
     held = {k: (_rel(v, root) if k in ("data", "scored") else v) for k, v in heldout.items()}
-    result = assemble(arms, held, config=cfg.record(), seeds=cfg.seed_list())
+    paired = None
+    if len(cfg.seed_list()) == 1:  # no seed spread: pair every arm with the first, per document
+        raw = {u.arm.name: _json(u.root / "loss" / "loss.json") for u in units}
+        first = units[0].arm.name
+        paired = {name: paired_table(raw[first], raw[name]) for name in raw if name != first}
+    result = assemble(arms, held, config=cfg.record(), seeds=cfg.seed_list(), paired=paired)
     if base_root is not None:
         result["base_model"] = {"loss": read_loss(base_root / "loss"),
                                 "needle": read_needle(base_root / "needle")}
@@ -305,7 +342,7 @@ def summarize(cfg: AblationConfig, units: list[Any], heldout: dict[str, Any],
 
 
 def assemble(arms: dict[str, Any], heldout: dict[str, Any], *, config: dict[str, Any],
-             seeds: list[int]) -> dict[str, Any]:
+             seeds: list[int], paired: dict[str, Any] | None = None) -> dict[str, Any]:
     """Per-arm summaries, comparisons against the first arm and verdicts, from the per-seed
     records in ``arms`` (``{name: {"mixture", "differs", "seeds": [read_unit(...)]}}``)."""
     for entry in arms.values():
@@ -313,7 +350,8 @@ def assemble(arms: dict[str, Any], heldout: dict[str, Any], *, config: dict[str,
     names = list(arms)
     verdicts, comparisons = [], {}
     for name in names[1:]:
-        diffs = compare(arms[names[0]]["summary"], arms[name]["summary"])
+        diffs = compare(arms[names[0]]["summary"], arms[name]["summary"],
+                        (paired or {}).get(name))
         comparisons[name] = diffs
         verdicts.append(verdict_line(name, names[0], diffs, arms[name]["differs"]))
     warnings = []
@@ -332,8 +370,9 @@ def assemble(arms: dict[str, Any], heldout: dict[str, Any], *, config: dict[str,
         "seeds": seeds,
         "heldout": heldout,
         "noise_rule": ("a difference counts when |delta mean| exceeds the larger of the two "
-                       "arms' seed spreads (max - min over seeds); with one seed, when the two "
-                       "bootstrap 95% intervals over documents do not overlap"),
+                       "arms' seed spreads (max - min over seeds); with one seed, when its "
+                       "paired bootstrap 95% interval over the held-out documents excludes "
+                       "zero (losses) or the two arms' intervals do not overlap (needle)"),
         "arms": arms,
         "comparisons": comparisons,
         "verdicts": verdicts,

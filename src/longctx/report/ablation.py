@@ -139,7 +139,8 @@ def curves_plot(ab: dict[str, Any]) -> bytes:
 def _noise_note(diff: dict[str, Any]) -> str:
     if diff.get("noise") is None:
         return ' <span class="meta">(noise unknown)</span>'
-    kind = "±" if diff.get("noise_kind") == "seed spread" else "boot ±"
+    kind = {"seed spread": "±", "paired bootstrap 95%": "paired ±"}.get(
+        diff.get("noise_kind"), "boot ±")
     return f' <span class="meta">({kind}{fmt(diff["noise"], 3)})</span>'
 
 
