@@ -323,16 +323,7 @@ def write_demo_corpus(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the demo corpus under ``out`` and return its manifest (also written to disk)."""
-    import zstandard
-
-    from longctx.stage import (
-        Timer,
-        config_hash,
-        is_done,
-        read_manifest,
-        sha256_file,
-        write_manifest,
-    )
+    from longctx.stage import claimed_stage, config_hash, is_done, read_manifest
 
     if max_mb <= 0:
         raise DemoCorpusError(f"--max-mb must be positive, got {max_mb}")
@@ -348,6 +339,16 @@ def write_demo_corpus(
     chash = config_hash(config)
     if is_done(out, chash):
         return read_manifest(out) or {}
+    with claimed_stage(out, STAGE, chash):
+        return _write_corpus(out, root, config, chash, max_mb, seed, num_files, zstd_level)
+
+
+def _write_corpus(out: Path, root: Path | None, config: dict[str, Any], chash: str,
+                  max_mb: float, seed: int, num_files: int, zstd_level: int) -> dict[str, Any]:
+    import zstandard
+
+    from longctx.stage import Timer, sha256_file, write_manifest
+
     with Timer() as timer:
         pools = collect_pools(root)
         budgets = water_fill({d: sum(i.nbytes for i in items) for d, items in pools.items()},

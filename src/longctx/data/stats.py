@@ -388,6 +388,7 @@ def run_stats(cfg: StatsConfig, progress: bool = True) -> dict[str, Any]:
     from longctx.data.tokenizer import load_tokenizer
     from longctx.stage import (
         Timer,
+        claimed_stage,
         config_hash,
         is_done,
         read_manifest,
@@ -408,8 +409,7 @@ def run_stats(cfg: StatsConfig, progress: bool = True) -> dict[str, Any]:
     chash = config_hash(identity)
     if is_done(out, chash) and (out / "stats.json").is_file():
         return read_manifest(out) or {}
-    out.mkdir(parents=True, exist_ok=True)
-    with Timer() as timer:
+    with claimed_stage(out, STAGE, chash, inputs=cfg.inputs), Timer() as timer:
         scan = scan_lengths(
             files,
             tok,

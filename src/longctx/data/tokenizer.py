@@ -90,7 +90,7 @@ class Tokenizer:
         if self._hf is None:
             from transformers import AutoTokenizer
 
-            self._hf = AutoTokenizer.from_pretrained(str(self.source_dir))
+            self._hf = AutoTokenizer.from_pretrained(str(self.source_dir), trust_remote_code=False)
         return self._hf
 
     def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
@@ -261,7 +261,7 @@ def load_tokenizer(
         from transformers import AutoTokenizer
 
         try:
-            hf = AutoTokenizer.from_pretrained(str(folder))
+            hf = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
         except Exception as e:  # noqa: BLE001 - transformers raises many types here
             raise TokenizerError(f"tokenizer {folder}: cannot be loaded: {_one_line(e)}") from None
         backend = getattr(hf, "backend_tokenizer", None)

@@ -465,7 +465,7 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
                 while r0 < batch.rows:
                     if writer is None:
                         writer = ShardWriter(out / f"shard-{len(shards):05d}.arrow", cfg.seq_len,
-                                             dtype, provenance=True)
+                                             dtype, provenance=True, num_domains=len(vocab))
                     take = min(batch.rows - r0, shard_rows - writer.rows)
                     sl = slice(r0, r0 + take)
                     writer.write(
@@ -565,7 +565,8 @@ def write_heldout(
     picked = choose_heldout(c["domain"], c["length"], c["priority"], per_domain, seq_len)
     rows = pack_heldout(c["length"][picked], c["priority"][picked], seq_len)
     folder.mkdir(parents=True, exist_ok=True)
-    writer = ShardWriter(folder / "shard-00000.arrow", seq_len, dtype, provenance=True)
+    writer = ShardWriter(folder / "shard-00000.arrow", seq_len, dtype, provenance=True,
+                         num_domains=len(all_domains))
     pad_id = int(tok.eos_id if tok.eos_id is not None else 0)
     item = np.dtype(dtype).itemsize
     try:
