@@ -312,6 +312,13 @@ def _fmt_iv(iv: list[float] | None, digits: int = 3) -> str:
     return "n/a (too few documents)" if not iv else f"[{iv[0]:+.{digits}f}, {iv[1]:+.{digits}f}]"
 
 
+def _verdict(beyond: bool, diff: float | None, *, lower_is_better: bool) -> str:
+    if not beyond or diff is None:
+        return "within noise: not a result"
+    better = (diff < 0) == lower_is_better
+    return "beyond noise: " + ("better" if better else "worse")
+
+
 def headline_lines(loss_rows: list[dict], needle_rows: list[dict], scale: dict[str, Any],
                    split: list[str], before: dict[str, Any], plan: DemoPlan) -> list[str]:
     """Plain sentences: each difference with its noise band, and the verdict it allows."""
@@ -331,7 +338,7 @@ def headline_lines(loss_rows: list[dict], needle_rows: list[dict], scale: dict[s
         afters = ", ".join(f"{v:.3f}" for v in r["after"].values() if v is not None)
         sp = r["seed_spread"]
         spread_txt = f"; seed spread {sp['range']:.3f}" if sp else ""
-        verdict = "beyond noise" if r["beyond_noise"] else "within noise: not a result"
+        verdict = _verdict(r["beyond_noise"], r["mean_difference"], lower_is_better=True)
         lines.append(
             f"  positions {r['bucket']}: {r['before']:.3f} -> {afters} "
             f"(difference {r['mean_difference']:+.3f}, 95% interval {_fmt_iv(d0['interval95'])}"
@@ -340,7 +347,7 @@ def headline_lines(loss_rows: list[dict], needle_rows: list[dict], scale: dict[s
     for r in needle_rows:
         if r["before"] is None:
             continue
-        verdict = "beyond noise" if r["beyond_noise"] else "within noise: not a result"
+        verdict = _verdict(r["beyond_noise"], r["difference"], lower_is_better=False)
         lines.append(
             f"Needle (RULER) at {r['length']:,} tokens: {r['before']:.2f} -> {r['after']:.2f} of "
             f"{r['needles']} needles (difference {r['difference']:+.2f}, 95% interval "

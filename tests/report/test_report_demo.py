@@ -81,7 +81,7 @@ def test_demo_summary_states_noise_beside_every_difference(tmp_path: Path) -> No
     assert needle[10240]["needles"] == 6 and not needle[10240]["beyond_noise"]
     text = "\n".join(s["headline"])
     assert "held-out documents" in text and "interval" in text and "within noise" in text
-    assert "beyond noise" in text and "of the paper's 5B tokens" in text
+    assert "beyond noise: better" in text and "of the paper's 5B tokens" in text
     assert s["scale"]["trained_tokens"] == 32768
     write("loss-before", "loss.json", loss(0.0, 0.0, split="train"))
     assert "TRAINING rows" in "\n".join(summarize(tmp_path, plan)["headline"])
