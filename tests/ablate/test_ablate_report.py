@@ -82,3 +82,27 @@ def test_ablation_report_renders_in_chromium(finished, tmp_path):
     result = browser_check(finished.dir / "report.html", tmp_path)
     assert result["title"].startswith("longctx ablation")
     assert_clean(result, 4)
+
+
+@pytest.mark.slow
+def test_base_model_is_evaluated_on_the_same_rows_and_shown(finished, ablate_corpus, tmp_path):
+    """eval.base: the base model (here the first arm's trained model, as a stand-in for a
+    pretrained one) is scored on the ablation's one held-out set and appears in the report."""
+    from ablate_helpers import cpu_config
+
+    from longctx.ablate.run import StageLog, Unit, _base_evals, resolve_heldout
+    from longctx.ablate.summary import read_loss
+
+    model = finished.dir / "arms" / "original" / "seed0" / "train" / "final"
+    cfg = cpu_config(tmp_path / "abl", ablate_corpus, f"model={model}", "eval.base=true")
+    first = Unit(cfg.arm_list()[0], 0, finished.dir / "arms" / "original" / "seed0")
+    held = resolve_heldout(cfg, first)
+    assert held["digest"] == finished.result["heldout"]["digest"]
+    root = _base_evals(cfg, held, StageLog(lambda s: None), False)
+    base = read_loss(root / "loss")
+    arm = finished.result["arms"]["original"]["seeds"][0]["loss"]
+    assert base["split"] == "heldout" and base["overall"] == arm["overall"]  # same model, rows
+    ab = dict(finished.result, base_model={"loss": base, "needle": None})
+    html, _ = ablation_section(ab)
+    row = _row(_tables(html)["0-128 tokens"], "base model (as shipped)")
+    assert row[-1][0] == f"{arm['overall']['0-128']:.3f}"

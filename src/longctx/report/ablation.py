@@ -60,6 +60,12 @@ def positions_plot(ab: dict[str, Any]) -> bytes:
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
                         yerr=[[p[2] for p in pts], [p[3] for p in pts]],
                         marker="o", ms=4, capsize=3, label=name)
+    base = ((ab.get("base_model") or {}).get("loss") or {}).get("positions") or {}
+    pts = sorted((int(p), v) for p, v in base.items()
+                 if str(p).isdigit() and plots._num(v) is not None)
+    if pts:
+        ax.plot([p for p, _ in pts], [v for _, v in pts], ls="--", color="grey", marker="x",
+                label="base model (as shipped)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("position (tokens)")
     ax.set_ylabel("loss")
@@ -235,6 +241,10 @@ def _needle_table(ab: dict[str, Any]) -> str:
         diff = (ab.get("comparisons") or {}).get(name, {}).get("needle")
         rows.append([esc(name), _abs_cell(s.get("average")),
                      "first arm" if name == base else diff_cell(diff, lower_is_better=False)])
+    base_needle = (ab.get("base_model") or {}).get("needle") or {}
+    if rows and base_needle:
+        rows.append(["base model (as shipped)", fmt(plots._num(base_needle.get("average")), 3),
+                     "–"])
     if not rows:
         return ""
     return ("<h3>Needle in a haystack (the paper's Fig. 4 view)</h3>"
