@@ -48,6 +48,8 @@ def test_three_arms_two_seeds_finish_with_everything_recorded(finished):
             assert [row["step"] for row in s["train"]["curve"]] == [1, 2, 3]
             loss = s["loss"]
             assert loss["split"] == "heldout" and loss["buckets"] == ["0-128", "128-512"]
+            assert len(loss["domains"]) == 4  # every domain has held-out documents
+            assert all(v["0-128"] is not None for v in loss["domains"].values())
             assert set(loss["positions"]) == {"64", "128", "256", "512"}
             assert loss["overall_interval95"]["0-128"][0] <= loss["overall"]["0-128"]
             cells = {(c["length"], c["depth"]) for c in s["needle"]["cells"]}

@@ -24,11 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from longctx.ablate.config import HELDOUT_AUTO, HELDOUT_TRAIN_ROWS, AblationConfig, Arm
+from longctx.ablate.summary import summarize
+from longctx.data.readers import expand_inputs
 from longctx.errors import LongctxError
-from longctx.stage import config_hash, is_done, read_manifest, run_hash, write_manifest
+from longctx.stage import (
+    config_hash,
+    is_done,
+    read_manifest,
+    run_hash,
+    stage_output,
+    write_json_atomic,
+    write_manifest,
+)
 
 STAGE = "ablate"
-HELDOUT_DIR = "heldout"  # where a build writes its held-out rows
 
 
 class AblationError(LongctxError):
@@ -88,9 +97,6 @@ def _manifest_bytes(folder: Path) -> bytes | None:
 def run_ablation(cfg: AblationConfig, *, echo: Callable[[str], None] = print,
                  progress: bool | None = False) -> dict[str, Any]:
     """Run (or resume) the whole ablation; writes and returns ``ablation.json``'s content."""
-    from longctx.data.readers import expand_inputs
-    from longctx.stage import stage_output
-
     out = Path(cfg.out)
     expand_inputs(cfg.corpus.inputs)  # a missing corpus fails now, not after the first arm
     units = plan_units(cfg)
@@ -109,14 +115,9 @@ def run_ablation(cfg: AblationConfig, *, echo: Callable[[str], None] = print,
         for unit in units:
             _train_and_eval(cfg, unit, heldout, log, progress)
         base = _base_evals(cfg, heldout, log, progress) if cfg.eval.base else None
-
-        from longctx.ablate.summary import summarize
-
         result = summarize(cfg, units, heldout, base)
         result["timings"] = {"stages": log.timings,
                              "total_seconds": round(time.perf_counter() - t0, 3)}
-        from longctx.stage import write_json_atomic
-
         write_json_atomic(out / "ablation.json", result)
         report = _write_report(out)
         write_manifest(out, {"stage": STAGE, "status": "done", "config": record,
@@ -216,22 +217,20 @@ def _check_split(folder: Path, heldout: dict[str, Any], where: str) -> None:
 def resolve_heldout(cfg: AblationConfig, first: Unit) -> dict[str, Any]:
     """The ONE evaluation set of every arm and seed, with a content digest.
 
-    ``data`` is what ``eval loss`` is given (a build folder uses its held-out part when it
-    has one), ``scored`` the packed folder whose rows are scored.
+    ``data`` is what ``eval loss`` is given, ``scored`` the packed folder it reads (a build's
+    held-out part when it has one: the rule of ``eval.loss.resolve_split``, used here too).
     """
+    from longctx.eval.loss import resolve_split
+
     mode = cfg.eval.heldout
-    if mode in (HELDOUT_AUTO, HELDOUT_TRAIN_ROWS):
-        data = first.folder("data")
-    else:
-        data = Path(mode)
-        if read_manifest(data) is None:
-            raise AblationError(f"eval.heldout: {mode!r} is not a packed folder with "
-                                "manifest.json")
-    scored = data / HELDOUT_DIR if read_manifest(data / HELDOUT_DIR) else data
-    split = "heldout" if scored != data or _is_heldout(read_manifest(data)) else "train"
+    data = first.folder("data") if mode in (HELDOUT_AUTO, HELDOUT_TRAIN_ROWS) else Path(mode)
+    if read_manifest(data) is None:
+        raise AblationError(f"eval.heldout: {str(data)!r} is not a packed folder with "
+                            "manifest.json")
+    scored, split = resolve_split(data)
     if mode == HELDOUT_AUTO and split != "heldout":
         raise AblationError(f"eval.heldout: the build {data} has no held-out rows "
-                            f"({HELDOUT_DIR}/); check build.eval_tokens")
+                            "(heldout/); check build.eval_tokens")
     manifest = read_manifest(scored) or {}
     shards = [s.get("sha256") for s in manifest.get("shards") or [] if isinstance(s, dict)]
     info = {
@@ -251,11 +250,6 @@ def resolve_heldout(cfg: AblationConfig, first: Unit) -> dict[str, Any]:
     return info
 
 
-def _is_heldout(manifest: dict[str, Any] | None) -> bool:
-    return bool(manifest) and (manifest.get("stage") == "data.heldout"
-                               or manifest.get("split") == "heldout")
-
-
 def _write_report(out: Path) -> Path:
     from longctx.report.cli import write_report
 
@@ -264,4 +258,5 @@ def _write_report(out: Path) -> Path:
     return path
 
 
-__all__ = ["AblationError", "Unit", "plan_units", "resolve_heldout", "run_ablation"]
+__all__ = ["AblationError", "Unit", "plan_units", "resolve_heldout", "run_ablation",
+           "trained_length"]
