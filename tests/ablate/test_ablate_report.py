@@ -68,6 +68,17 @@ def test_report_of_a_finished_ablation(finished, tmp_path):
     for line in finished.result["verdicts"]:
         assert line in text
     assert "Comparison" not in heads  # the generic 0.01-rule comparison is not shown
+    # coloured cells are exactly the differences beyond their measured noise
+    beyond = 0
+    for diffs in finished.result["comparisons"].values():
+        cells = [d for per in diffs["domains"].values() for d in per.values()]
+        cells += [*diffs["overall"].values(), *diffs["positions"].values(), diffs["needle"]]
+        for d in cells:
+            if d["delta"] is not None:
+                assert d["beyond"] == (round(abs(d["delta"]), 12) > round(d["noise"], 12))
+            beyond += bool(d["beyond"])
+    coloured = sum(c in ("better", "worse") for t in p.tables for r in t.rows for _, c in r)
+    assert coloured == beyond
     # `longctx report DIR` renders the same section
     out = tmp_path / "again.html"
     images = write_report([finished.dir], out)
