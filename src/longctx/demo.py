@@ -164,10 +164,26 @@ def _manifest_bytes(folder: Path) -> bytes | None:
         return None
 
 
-def run_cli(argv: Sequence[str]) -> None:
-    """Run one ``longctx`` command in-process; usage errors become a LongctxError."""
-    from longctx.cli import app
+def stage_app() -> typer.Typer:
+    """The stage commands the demo runs (``data``, ``train``, ``eval``), as ``longctx`` has them.
 
+    Assembled from the stages' own command groups rather than imported from ``longctx.cli``,
+    which registers this module's ``demo`` command (importing it back would be a cycle).
+    """
+    from longctx.data.cli import app as data_app
+    from longctx.eval.cli import app as eval_app
+    from longctx.train.cli import train_command
+
+    app = typer.Typer(name="longctx", add_completion=False, pretty_exceptions_enable=False)
+    app.add_typer(data_app, name="data")
+    app.command("train")(train_command)
+    app.add_typer(eval_app, name="eval")
+    return app
+
+
+def run_cli(argv: Sequence[str], app: typer.Typer | None = None) -> None:
+    """Run one ``longctx`` command in-process; usage errors become a LongctxError."""
+    app = app or stage_app()
     try:
         app(args=list(argv), standalone_mode=False)
     except typer.TyperException as e:  # usage errors: a flag this checkout does not know

@@ -125,3 +125,25 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
         from browser_probe import assert_clean, browser_check
 
         assert_clean(browser_check(report, tmp_path), 4)
+
+
+def test_demo_runs_its_steps_with_the_same_commands_as_longctx(tmp_path: Path) -> None:
+    """The demo's stage app (built without importing longctx.cli) knows every step's
+    command, with the same options as ``longctx`` itself; unknown flags are DemoErrors."""
+    import typer.main
+
+    from longctx import demo
+    from longctx.cli import app
+
+    def options(group, words):
+        cmd = group
+        for w in words:
+            cmd = cmd.commands[w]
+        return sorted(o for p in cmd.params for o in p.opts)
+
+    ours, theirs = typer.main.get_command(demo.stage_app()), typer.main.get_command(app)
+    for step in _steps(tmp_path, DemoPlan.full()):
+        words = step.argv[:1] if step.argv[0] == "train" else step.argv[:2]
+        assert options(ours, words) == options(theirs, words), words
+    with pytest.raises(demo.DemoError, match="no-such-flag"):
+        demo.run_cli(["data", "stats", "--no-such-flag"])

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx.report import plots
-from longctx.report.html import esc, fmt, img, pct, signed, table
+from longctx.report.markup import esc, fmt, img, pct, signed, table
 
 ABLATION_FILE = "ablation.json"
 

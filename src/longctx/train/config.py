@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx.config import ConfigError, parse_count
+from longctx.errors import LongctxError
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 SCHEDULES = ("constant", "cosine")
@@ -289,7 +290,6 @@ class TrainConfig:
         """Refuse a model whose tokenizer differs from the one the data was packed with."""
         from longctx.data.tokenizer import load_tokenizer
         from longctx.pack.shards import check_tokenizer_match
-        from longctx.train.model import tokenizer_dir_for
 
         tok_dir = tokenizer_dir_for(self.model, self.data_manifest)
         model_sha = load_tokenizer(tok_dir).fingerprint
@@ -307,6 +307,29 @@ class TrainConfig:
                     f"config key 'eval_data': {self.eval_data!r} was packed with another tokenizer "
                     f"(sha256 {str(eval_sha)[:12]}… vs model {model_sha[:12]}…)"
                 )
+
+
+class TrainModelError(LongctxError):
+    pass
+
+
+def tokenizer_dir_for(model: str, data_manifest: dict[str, Any]) -> Path:
+    """The folder holding the tokenizer of ``model`` (for ``tiny``: the data's tokenizer)."""
+    from longctx.data.tokenizer import resolve_tokenizer_dir
+    from longctx.models import resolve_model_dir
+
+    if model == TINY:
+        name = (data_manifest.get("tokenizer") or {}).get("name")
+        try:
+            return resolve_tokenizer_dir(name)[1]
+        except LongctxError as e:
+            raise TrainModelError(
+                f"model 'tiny' uses the data's tokenizer {name!r}, which cannot be found: {e}"
+            ) from None
+    folder = resolve_model_dir(model)
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer.model").is_file():
+        raise TrainModelError(f"model {model}: folder {folder} has no tokenizer files")
+    return folder
 
 
 def _packed_manifest(key: str, folder: str, stages: tuple[str, ...]) -> dict[str, Any]:

@@ -11,31 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from longctx.errors import LongctxError
-from longctx.train.config import TINY, TrainConfig
-
-
-class TrainModelError(LongctxError):
-    pass
-
-
-def tokenizer_dir_for(model: str, data_manifest: dict[str, Any]) -> Path:
-    """The folder holding the tokenizer of ``model`` (for ``tiny``: the data's tokenizer)."""
-    from longctx.data.tokenizer import resolve_tokenizer_dir
-    from longctx.models import resolve_model_dir
-
-    if model == TINY:
-        name = (data_manifest.get("tokenizer") or {}).get("name")
-        try:
-            return resolve_tokenizer_dir(name)[1]
-        except LongctxError as e:
-            raise TrainModelError(
-                f"model 'tiny' uses the data's tokenizer {name!r}, which cannot be found: {e}"
-            ) from None
-    folder = resolve_model_dir(model)
-    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer.model").is_file():
-        raise TrainModelError(f"model {model}: folder {folder} has no tokenizer files")
-    return folder
+from longctx.train.config import TINY, TrainConfig, tokenizer_dir_for
 
 
 def tiny_config(cfg: TrainConfig, vocab_size: int, bos: int | None, eos: int | None) -> Any:
