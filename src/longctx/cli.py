@@ -1,21 +1,20 @@
 """The ``longctx`` command: one sub-command per pipeline stage.
 
 Each stage owns its commands in ``<stage>/cli.py``; this file only assembles them and turns
-user-facing errors (:class:`longctx.errors.LongctxError`) into a one-line message and exit
-code 2 instead of a traceback. Stage modules import heavy libraries (torch) inside their
+user-facing errors (:class:`longctx.errors.LongctxError`) and usage errors into a one-line
+message and exit code 2 instead of a traceback (:func:`longctx.cliopts.run_app`, shared with
+``python -m longctx.train``). Stage modules import heavy libraries (torch) inside their
 commands, so ``longctx --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from longctx import __version__
 from longctx.ablate.cli import ablate_command
+from longctx.cliopts import run_app
 from longctx.data.cli import app as data_app
-from longctx.errors import LongctxError
 from longctx.eval.cli import app as eval_app
 from longctx.demo import demo_command
 from longctx.report.cli import report_command
@@ -43,25 +42,4 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        app(args=argv, standalone_mode=False)
-    except LongctxError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # usage errors arrive here in non-standalone mode
-        # typer >= 0.26 vendors click (typer._click): its exceptions are not click's.
-        if isinstance(e, typer.TyperException):
-            show = getattr(e, "show", None)
-            if callable(show):
-                show()
-            else:
-                typer.secho(f"error: {e.format_message()}", fg=typer.colors.RED, err=True)
-            sys.exit(e.exit_code)
-        if isinstance(e, typer.Abort):
-            sys.exit(1)
-        raise
+    run_app(app, argv)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longctx.cliopts import opt
 from longctx.config import ConfigError, parse_count
 from longctx.errors import LongctxError
 
@@ -56,55 +57,69 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
 }
 
 
+_R, _M, _O, _T = "RoPE", "Memory / distributed", "Optimization", "Tiny model (--model tiny)"
+
+
 @dataclass
 class TrainConfig:
     """Continual pretraining of a causal LM on packed shards (see ``longctx train --help``)."""
 
-    data: str = ""
-    model: str = TINY
-    out: str = ""
-    force: bool = False
-    steps: int = 0
-    tokens: str = ""
-    seq_len: int = 0
-    batch_tokens: str = ""
-    micro_batch: int = 1
-    lr: float = 2e-5
-    warmup_steps: int = 0
-    schedule: str = "constant"
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    rope_theta: float | None = None
-    rope_type: str = "default"
-    rope_factor: float | None = None
-    rope_original_max_positions: int | None = None
-    rope_low_freq_factor: float = 1.0
-    rope_high_freq_factor: float = 4.0
-    doc_mask: str = "none"
-    save_every: int = 0
-    keep_checkpoints: int = 2
-    seed: int = 0
-    precision: str = "auto"
-    device: str = "auto"
-    checkpointing: bool = True
-    ce_chunk: int = 4096
-    fsdp: bool = False
-    cpu_offload: bool = False
-    gpu_memory_gb: float | None = None
-    preflight: bool = True
-    eval_data: str | None = None
-    eval_every: int = 0
-    eval_rows: int = 4
-    tensorboard: bool = False
-    export_dtype: str = "float32"
-    tiny_layers: int = 2
-    tiny_hidden: int = 64
-    tiny_heads: int = 4
-    tiny_kv_heads: int = 2
-    tiny_intermediate: int = 128
+    data: str = opt("", "Packed data folder (from `longctx data build`).")
+    model: str = opt(TINY, "'smollm2-135m' (embedded), 'tiny' (random 2-layer LLaMA sized to "
+                     "the data's tokenizer) or a local HF model folder.")
+    out: str = opt("", "Output folder (checkpoints, metrics, final/).")
+    force: bool = opt(False, "Take over an --out that holds files longctx did not write, and "
+                      "discard a checkpoint there of another run (other settings, data or model "
+                      "content, world size, or an unsafe format) to start over.")
+    steps: int = opt(0, "Optimizer steps (larger than a previous run = resume).")
+    tokens: str = opt("", "Train tokens instead of --steps, e.g. 5B.")
+    seq_len: int = opt(0, "Training length; must divide the data's row length.",
+                       show="the data's")
+    batch_tokens: str = opt("", "Global tokens per optimizer step, e.g. 4M (accumulation is "
+                            "derived).", show="one sequence")
+    micro_batch: int = opt(1, "Rows per forward pass per rank.")
+    lr: float = opt(2e-5, "Peak learning rate (paper: 2e-5).", panel=_O)
+    warmup_steps: int = opt(0, "Linear warmup steps.", panel=_O)
+    schedule: str = opt("constant", "constant (paper) | cosine.", panel=_O)
+    min_lr_ratio: float = opt(0.1, "Cosine floor as a fraction of lr.", panel=_O)
+    weight_decay: float = opt(0.0, "AdamW weight decay.", panel=_O)
+    beta1: float = opt(0.9, "AdamW beta1.", panel=_O)
+    beta2: float = opt(0.95, "AdamW beta2.", panel=_O)
+    grad_clip: float = opt(1.0, "Gradient norm clip, 0 = off.", panel=_O)
+    rope_theta: float | None = opt(None, "RoPE base, e.g. 500000 (Xiong et al.) or 2.08e6 "
+                                   "(paper).", panel=_R, show="the model's")
+    rope_type: str = opt("default", "default | linear | dynamic | yarn | llama3.", panel=_R)
+    rope_factor: float | None = opt(None, "Scaling factor (non-default types).", panel=_R)
+    rope_original_max_positions: int | None = opt(
+        None, "Pre-training context (yarn, llama3; dynamic's L0).", panel=_R,
+        show="the model's max positions")
+    rope_low_freq_factor: float = opt(1.0, "llama3 low_freq_factor.", panel=_R)
+    rope_high_freq_factor: float = opt(4.0, "llama3 high_freq_factor.", panel=_R)
+    doc_mask: str = opt("none", "none: attend across documents (paper) | mask: reset positions "
+                        "per document, block attention between documents and skip each "
+                        "document's first token in the loss.")
+    save_every: int = opt(0, "Checkpoint every K steps (0 = only at the end/signal).")
+    keep_checkpoints: int = opt(2, "Checkpoints kept.")
+    seed: int = opt(0, "Seed of data order and tiny init.")
+    precision: str = opt("auto", "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16.", panel=_M)
+    device: str = opt("auto", "auto | cpu | cuda.", panel=_M)
+    checkpointing: bool = opt(True, "Activation checkpointing.", panel=_M)
+    ce_chunk: int = opt(4096, "Tokens per cross-entropy chunk (0 = whole sequence).", panel=_M)
+    fsdp: bool = opt(False, "FSDP2 sharding (automatic under torchrun).", panel=_M)
+    cpu_offload: bool = opt(False, "Keep params/grads/optimizer on the host (FSDP2).", panel=_M)
+    gpu_memory_gb: float | None = opt(None, "Memory per GPU for the preflight check.",
+                                      panel=_M, show="the device's")
+    preflight: bool = opt(True, "Refuse configs estimated not to fit.", panel=_M)
+    eval_data: str | None = opt(None, "Held-out packed folder for periodic eval loss.")
+    eval_every: int = opt(0, "Eval every K steps (and at the end).")
+    eval_rows: int = opt(4, "Held-out rows per evaluation.")
+    tensorboard: bool = opt(False, "Also log to OUT/tensorboard (needs tensorboard).")
+    export_dtype: str = opt("float32", "Dtype of OUT/final: float32 | bfloat16.")
+    tiny_layers: int = opt(2, "tiny: decoder layers.", panel=_T)
+    tiny_hidden: int = opt(64, "tiny: hidden size.", panel=_T)
+    tiny_heads: int = opt(4, "tiny: attention heads.", panel=_T)
+    tiny_kv_heads: int = opt(2, "tiny: key/value heads.", panel=_T)
+    tiny_intermediate: int = opt(128, "tiny: MLP size.", panel=_T)
 
     # ------------------------------------------------------------------ derived values
     @property
