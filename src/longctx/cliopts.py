@@ -31,7 +31,7 @@ from typing import Any
 
 import typer
 
-from longctx.config import build_config, explicit_cli_values
+from longctx.config import build_config, explicit_cli_values, parse_count, parse_weights
 from longctx.errors import LongctxError
 
 CLI = "longctx.cli"  # the dataclass field metadata key holding a field's Flag
@@ -65,6 +65,16 @@ def opt(
     return dataclasses.field(
         default=default, default_factory=factory, metadata={CLI: Flag(help, **flag)}
     )
+
+
+def count_flag(value: Any, flag: str) -> int:
+    """``parse=`` for counts typed as ``20K``, ``100M``, ``5B``."""
+    return parse_count(value, name=flag)
+
+
+def weights_flag(value: Any, flag: str) -> dict[str, float]:
+    """``parse=`` for domain weights typed as ``D=W,...``."""
+    return parse_weights(value, name=flag)
 
 
 # ----------------------------------------------------------------------------- fields

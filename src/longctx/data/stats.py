@@ -15,12 +15,13 @@ RedPajama sample, 260 of 536 docs put GitHub's long-token fraction at 0.10 again
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from longctx.cliopts import count_flag, opt
 from longctx.config import ConfigError
 from longctx.data.lengths import LengthScan, file_keys, scan_lengths
 from longctx.data.readers import Fields, expand_inputs
@@ -40,19 +41,27 @@ LENGTH_BIN_EDGES = (0, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 class StatsConfig:
     """``longctx data stats`` settings (flags, YAML keys and ``--set`` names are the same)."""
 
-    inputs: list[str] = field(default_factory=list)
-    out: str = ""
-    tokenizer: str | None = None
-    sample_docs: int | None = None
-    long_threshold: int = 4096
-    workers: int = 1
-    text_field: str = "text"
-    domain_field: str = "meta.redpajama_set_name"
-    seed: int = 0
-    strict: bool = False
-    add_bos: bool = True
-    add_eos: bool = False
-    plot: bool = True
+    inputs: list[str] = opt(factory=list, argument=True, help="Corpus files, folders "
+                            "(recursive) or globs: jsonl, jsonl.gz, jsonl.zst, parquet.")
+    out: str = opt("", "Folder for stats.json, stats.png and manifest.json.")
+    tokenizer: str | None = opt(None, "Local tokenizer folder (tokenizer.json, tokenizer.model or "
+                                "an HF model dir); default: the embedded SmolLM2-135M tokenizer.")
+    sample_docs: int | None = opt(
+        None, "Tokenize only about N documents (seeded by --seed), e.g. 20K; counts of docs, "
+        "bytes and chars stay exact, token totals become estimates. Default: exact.",
+        cli_type=str, parse=count_flag)
+    long_threshold: int = opt(4096, "Documents of at least this many tokens are long.")
+    workers: int = opt(1, "Tokenizer worker processes.")
+    text_field: str = opt("text", "Dotted field of the text.")
+    domain_field: str = opt("meta.redpajama_set_name", "Dotted field of the domain name (e.g. "
+                            "`source` for raw RedPajama CC rows), or @dir (folder name) or @file "
+                            "(file name) for corpora whose records name no source.")
+    seed: int = opt(0, "Seed of the document sample.")
+    strict: bool = opt(False, "Stop at the first bad record (error names file and line).",
+                       flags=("--strict",))
+    add_bos: bool = opt(True, "Count a BOS per document.")
+    add_eos: bool = opt(False, "Count an EOS per document.", flags=("--add-eos",))
+    plot: bool = opt(True, "Draw stats.png.")
 
     def validate(self) -> None:
         if not self.inputs:
