@@ -3,19 +3,14 @@ x two seeds) shared by the tests of this folder; tests that rerun it leave it as
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent / "report"))  # browser_probe, htmlparse
-
-from ablate_corpus import make_corpus  # noqa: E402
-from ablate_helpers import cpu_config  # noqa: E402
+from .ablate_corpus import make_corpus
+from .ablate_helpers import cpu_config
 
 
 @pytest.fixture(scope="session")

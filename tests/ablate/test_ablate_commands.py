@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import shlex
 
-from ablate_helpers import cpu_config
-
 from longctx.ablate.commands import stage_commands
 from longctx.ablate.run import plan_units, trained_length
 from longctx.config import _merge, build_config, load_yaml
@@ -14,6 +12,8 @@ from longctx.eval.loss import LossConfig
 from longctx.eval.needle import NeedleConfig
 from longctx.pack.build import BuildConfig
 from longctx.train.config import TrainConfig
+
+from .ablate_helpers import cpu_config
 
 
 def test_stage_yamls_rebuild_the_ablations_own_configs(tmp_path):

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ablate_helpers import CPU_PRESET, REPO
 
 from longctx.ablate.config import AblationConfigError, load_ablation_config, parse_seeds
 from longctx.config import ConfigError
 from longctx.errors import LongctxError
+
+from .ablate_helpers import CPU_PRESET, REPO
 
 
 def _write(tmp_path: Path, edit) -> Path:

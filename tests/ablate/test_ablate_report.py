@@ -4,11 +4,12 @@ measured noise, everything escaped, and the page renders in headless Chromium.""
 from __future__ import annotations
 
 import pytest
-from htmlparse import decode_png, parse
-from test_ablate_summary import synthetic_ablation
 
 from longctx.report.ablation import ablation_section
 from longctx.report.cli import write_report
+from tests.report.htmlparse import decode_png, parse
+
+from .test_ablate_summary import synthetic_ablation
 
 
 def _tables(doc: str) -> dict:
@@ -88,7 +89,7 @@ def test_report_of_a_finished_ablation(finished, tmp_path):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_ablation_report_renders_in_chromium(finished, tmp_path):
-    from browser_probe import assert_clean, browser_check
+    from tests.report.browser_probe import assert_clean, browser_check
 
     result = browser_check(finished.dir / "report.html", tmp_path)
     assert result["title"].startswith("longctx ablation")
@@ -99,10 +100,10 @@ def test_ablation_report_renders_in_chromium(finished, tmp_path):
 def test_base_model_is_evaluated_on_the_same_rows_and_shown(finished, ablate_corpus, tmp_path):
     """eval.base: the base model (here the first arm's trained model, as a stand-in for a
     pretrained one) is scored on the ablation's one held-out set and appears in the report."""
-    from ablate_helpers import cpu_config
-
     from longctx.ablate.run import StageLog, Unit, _base_evals, resolve_heldout
     from longctx.ablate.summary import read_loss
+
+    from .ablate_helpers import cpu_config
 
     model = finished.dir / "arms" / "original" / "seed0" / "train" / "final"
     cfg = cpu_config(tmp_path / "abl", ablate_corpus, f"model={model}", "eval.base=true")

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from ablate_helpers import CPU_PRESET, cpu_config, without_timings
 
 from longctx.ablate.run import run_ablation
+
+from .ablate_helpers import CPU_PRESET, cpu_config, without_timings
 
 pytestmark = pytest.mark.slow  # one CPU ablation (3 arms x 2 seeds) shared by these tests
 

@@ -154,11 +154,12 @@ def test_one_seed_pairs_the_arms_document_by_document(tmp_path):
     import random
 
     import yaml
-    from ablate_helpers import CPU_PRESET
 
     from longctx.ablate.config import load_ablation_config
     from longctx.ablate.run import plan_units
     from longctx.ablate.summary import summarize
+
+    from .ablate_helpers import CPU_PRESET
 
     data = yaml.safe_load(CPU_PRESET.read_text())
     data["arms"] = {"original": "original", "per_source": "per_source"}

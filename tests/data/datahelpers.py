@@ -1,4 +1,4 @@
-"""Helpers of the data tests (a unique module name: tests/ folders share sys.path)."""
+"""Helpers of the data tests."""
 
 from __future__ import annotations
 

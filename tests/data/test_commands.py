@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from datahelpers import record, write_lines
 
 from longctx.cli import main
+
+from .datahelpers import record, write_lines
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from datahelpers import record, write_lines
 
 from longctx.data import readers as R
 from longctx.data.readers import DataError, Fields, iter_file
+
+from .datahelpers import record, write_lines
 
 GOOD = [record(f"good document {i} " * (i + 2), "AB"[i % 2]) for i in range(12)]
 

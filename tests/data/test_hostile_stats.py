@@ -9,11 +9,12 @@ import struct
 from pathlib import Path
 
 import pytest
-from datahelpers import record, write_lines
 
 from longctx.cli import main
 from longctx.data.stats import plot_rows, plot_stats
 from longctx.plotting import MAX_DOMAINS
+
+from .datahelpers import record, write_lines
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -9,12 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from datahelpers import record, write_lines
 
 from longctx.data import readers as R
 from longctx.data.lengths import count_records, doc_hash, file_keys, scan_lengths
 from longctx.data.readers import Fields, iter_documents
 from longctx.data.tokenizer import load_tokenizer
+
+from .datahelpers import record, write_lines
 
 
 def _word_corpus(root: Path, n_files: int = 4, per_file: int = 500) -> Path:

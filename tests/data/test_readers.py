@@ -11,10 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
-from datahelpers import record, write_lines
 
 from longctx.data import readers as R
 from longctx.data.readers import DataError, Fields, expand_inputs, iter_documents, iter_file
+
+from .datahelpers import record, write_lines
 
 GOOD = [record(f"document number {i} " * (i + 1), "ABC"[i % 3]) for i in range(30)]
 

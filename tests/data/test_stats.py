@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datahelpers import record, write_lines
 
 from longctx.data.readers import iter_documents
 from longctx.data.stats import (
@@ -19,6 +18,8 @@ from longctx.data.stats import (
     long_token_fraction,
     run_stats,
 )
+
+from .datahelpers import record, write_lines
 
 # Known lengths (in words = tokens of the word tokenizer) per domain.
 LENGTHS = {"A": [10, 100, 5000, 8000, 4096], "B": [1, 2, 3, 4, 5, 6, 7, 8, 9, 4095], "C": [700]}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from evalhelpers import build_packed
+
+from .evalhelpers import build_packed
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from evalhelpers import build_packed
 
 from longctx.eval.generate import EvalError
 from longctx.eval.loss import LossConfig, parse_buckets, run_loss, select_rows, token_losses
 from longctx.pack.shards import PackedDataset, ShardError
+
+from .evalhelpers import build_packed
 
 REDPAJAMA = {
     "RedPajamaArXiv",

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from pack_corpus import make_corpus  # noqa: E402
+from .pack_corpus import make_corpus
 
 
 @pytest.fixture(scope="session")

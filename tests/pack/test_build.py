@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import verify_against_tokenizer
 
 from longctx.pack.build import BuildConfig, BuildError, run_build
 from longctx.pack.shards import PackedDataset
 from longctx.pack.tok import resolve_spec
 from longctx.stage import sha256_file
+
+from .helpers import verify_against_tokenizer
 
 
 def build(corpus, out, **kw):

@@ -11,12 +11,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers import verify_against_tokenizer
 
 from longctx.data.readers import DataError
 from longctx.pack.build import FAIL_HOOK_ENV, BuildConfig, run_build
 from longctx.pack.export import run_export
 from longctx.pack.shards import PackedDataset
+
+from .helpers import verify_against_tokenizer
 
 
 def _good(i, domain="web", words=40):

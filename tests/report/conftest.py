@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from report_fixtures import BASE_LOSS, PER_SOURCE_DIFF, make_run
+
+from .report_fixtures import BASE_LOSS, PER_SOURCE_DIFF, make_run
 
 
 @pytest.fixture

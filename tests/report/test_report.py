@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from htmlparse import decode_png, parse
-from report_fixtures import BASE_LOSS, HOSTILE, PER_SOURCE_DIFF, make_run
 
 from longctx.report.cli import write_report
 from longctx.report.collect import ReportError, collect
+
+from .htmlparse import decode_png, parse
+from .report_fixtures import BASE_LOSS, HOSTILE, PER_SOURCE_DIFF, make_run
 
 
 def _render(tmp_path: Path, *runs: Path) -> str:

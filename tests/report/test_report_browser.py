@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser_probe import assert_clean, browser_check
-from report_fixtures import BASE_LOSS, make_run
 
 from longctx.report.cli import write_report
+
+from .browser_probe import assert_clean, browser_check
+from .report_fixtures import BASE_LOSS, make_run
 
 pytestmark = pytest.mark.browser
 

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from htmlparse import decode_png, parse
 
 from longctx.demo import DemoPlan, _steps
+
+from .htmlparse import decode_png, parse
 
 
 def test_demo_plan_runs_every_stage_through_the_cli(tmp_path: Path) -> None:
@@ -122,7 +123,7 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     summary = (out / "demo.json").read_text()
     assert '"heldout"' in summary and "What this demo measured" in report.read_text()
     if shutil.which("chromium") or shutil.which("chromium-browser"):
-        from browser_probe import assert_clean, browser_check
+        from .browser_probe import assert_clean, browser_check
 
         assert_clean(browser_check(report, tmp_path), 4)
 

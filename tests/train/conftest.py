@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train_fixtures import write_packed
+
+from .train_fixtures import write_packed
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_fixtures import write_packed
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from longctx.train.loader import IGNORE, TrainRows
 from longctx.train.model import CausalLMWithLoss
+
+from .train_fixtures import write_packed
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from train_fixtures import write_packed
 from typer.testing import CliRunner
 
 from longctx.cli import app
 from longctx.config import ConfigError, build_config
 from longctx.train.config import TrainConfig
+
+from .train_fixtures import write_packed
 
 
 def make(data: Path, tmp_path: Path, **kw) -> TrainConfig:

@@ -20,12 +20,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_fixtures import write_packed
 
 from longctx.config import ConfigError, build_config
 from longctx.errors import LongctxError
 from longctx.train.config import TrainConfig
 from longctx.train.loop import TrainError, train
+
+from .train_fixtures import write_packed
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = dict(model="tiny", seq_len=64, batch_tokens="128", lr=3e-3, seed=1)
