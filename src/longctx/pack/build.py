@@ -25,12 +25,13 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from longctx.cliopts import opt, weights_flag
 from longctx.config import ConfigError, parse_count, to_dict
 from longctx.data.readers import DataError, expand_inputs
 from longctx.mix.strategies import (
@@ -76,32 +77,50 @@ class BuildError(DataError):
 class BuildConfig:
     """``longctx data build`` settings; field names are the CLI flag names."""
 
-    inputs: list[str] = field(default_factory=list)
-    out: str | None = None
-    tokenizer: str | None = None  # folder with tokenizer.json; None = embedded SmolLM2
-    strategy: str = "per_source"
-    tokens: str | None = None  # output total: 600K / 100M / 5B, rounded up to whole rows
-    seq_len: int = 8192
-    long_threshold: int = 4096
-    short_keep: float = 0.1
-    mix: dict[str, float] = field(default_factory=dict)
-    upsample: dict[str, float] = field(default_factory=dict)
-    text_field: str = "text"
-    domain_field: str = "meta.redpajama_set_name"
-    seed: int = 42
-    workers: int = 1
-    strict: bool = False
-    bos: bool = True  # BOS before every document (the paper)
-    eos: bool = False  # EOS after every document (the paper: none)
-    shard_rows: int = 0  # rows per shard; 0 = about 256 MB per shard
-    subset: bool = True  # read a seeded subset of files when budgets are far below the corpus
-    margin: float = 1.2  # subset must hold margin x each budget in eligible tokens
-    min_files: int = 4  # subset reads at least this many files (all when fewer)
-    eval_tokens: str | None = None  # held-out tokens per domain packed into OUT/heldout
-    eval_fraction: float = 0.05  # documents (by content hash) never used for training
-    eval_seq_len: int = 0  # held-out row length; 0 = seq_len
-    eval_seed: int = 0  # held-out hash seed, apart from ``seed`` so repeats share one split
-    force: bool = False  # rebuild even when done; take over a folder longctx did not write
+    inputs: list[str] = opt(factory=list, argument=True, help="Corpus files, folders or globs "
+                            "(jsonl, jsonl.gz, jsonl.zst, parquet).")
+    out: str | None = opt(None, "Output folder for shards and manifest.json.",
+                          flags=("--out", "-o"))
+    tokenizer: str | None = opt(None, "Folder with tokenizer.json (an HF model folder works); "
+                                "default: embedded SmolLM2.")
+    strategy: str = opt("per_source", "cut | original | per_source | global | upsample (see the "
+                        "paper, Fig. 2).")
+    tokens: str | None = opt(None, "Output tokens, e.g. 600K, 100M, 5B; rounded up to whole rows "
+                             "of --seq-len.")
+    seq_len: int = opt(8192, "Tokens per packed row.")
+    long_threshold: int = opt(4096, "A document with at least this many tokens is long.")
+    short_keep: float = opt(0.1, "Probability of keeping a short document (per_source, global, "
+                            "upsample).")
+    mix: dict[str, float] = opt(factory=dict, parse=weights_flag, help="Target domain weights "
+                                "DOMAIN=W,... (default: measured input token shares).")
+    upsample: dict[str, float] = opt(factory=dict, parse=weights_flag, help="Multiply domain "
+                                     "weights DOMAIN=K,... then renormalise (strategy upsample).")
+    text_field: str = opt("text", "Dotted path of the text in a record.")
+    domain_field: str = opt("meta.redpajama_set_name", "Dotted path of the domain name in a "
+                            "record.")
+    seed: int = opt(42, "Seed of every random choice (keep draws, order, files).")
+    workers: int = opt(1, "Worker processes (output is identical for any count).")
+    strict: bool = opt(False, "Stop at the first bad record, or when a domain would repeat.",
+                       flags=("--strict",))
+    bos: bool = opt(True, "BOS token before every document.")  # the paper: BOS
+    eos: bool = opt(False, "EOS token after every document.")  # the paper: none
+    shard_rows: int = opt(0, "Rows per shard (0: about 256 MB per shard).")
+    subset: bool = opt(True, "Read only a seeded subset of files that covers the budgets (with "
+                       "--margin).", flags=("--subset/--read-all",))
+    margin: float = opt(1.2, "The subset holds margin x each budget in eligible tokens.")
+    min_files: int = opt(4, "The subset reads at least this many files (and until no new "
+                         "domain shows up in the second half of the files read).")
+    eval_tokens: str | None = opt(None, "Hold out documents for evaluation and pack up to this "
+                                  "many of their tokens per domain into OUT/heldout (e.g. 200K); "
+                                  "held-out documents are in no training row.")
+    eval_fraction: float = opt(0.05, "Fraction of documents held out (by a seeded hash of their "
+                               "text).")
+    eval_seq_len: int = opt(0, "Held-out row length (0: --seq-len).")
+    eval_seed: int = opt(0, "Seed of the held-out split (apart from --seed, so repeats share one "
+                         "split).")
+    force: bool = opt(False, "Rebuild even if a finished build matches; take over a folder "
+                      "holding files longctx did not write (nothing there is deleted).",
+                      flags=("--force",))
 
     @property
     def heldout_fraction(self) -> float:
