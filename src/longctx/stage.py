@@ -73,27 +73,33 @@ def _digest_cache_path() -> Path:
     return Path(root) / DIGEST_CACHE
 
 
-def _load_digest_cache() -> dict[str, Any]:
-    try:
-        data = json.loads(_digest_cache_path().read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+_DIGESTS: dict[str, Any] | None = None  # the on-disk cache, read once per process
+
+
+def _digest_cache() -> dict[str, Any]:
+    global _DIGESTS
+    if _DIGESTS is None:
+        try:
+            data = json.loads(_digest_cache_path().read_text())
+            _DIGESTS = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            _DIGESTS = {}
+    return _DIGESTS
 
 
 def file_digest(path: str | Path) -> str:
     """sha256 of a file, cached by (path, inode, size, mtime, ctime) so reruns do not rehash."""
     p = Path(path).resolve()
     key = [str(p), *file_stat_key(p)]
-    cache = _load_digest_cache()
+    cache = _digest_cache()
     hit = cache.get(str(p))
     if isinstance(hit, dict) and hit.get("key") == key and isinstance(hit.get("sha256"), str):
         return hit["sha256"]
     digest = sha256_file(p)
     if file_stat_key(p) == key[1:]:  # unchanged while hashing: safe to remember
         cache[str(p)] = {"key": key, "sha256": digest}
-        if len(cache) > 20000:  # keep the cache small: drop the oldest half
-            cache = dict(list(cache.items())[10000:])
+        while len(cache) > 20000:  # keep the cache small: drop the oldest entries
+            cache.pop(next(iter(cache)))
         try:
             write_json_atomic(_digest_cache_path(), cache)
         except OSError:
