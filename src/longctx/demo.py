@@ -58,9 +58,10 @@ class DemoPlan:
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # training repeats: the noise
     rope_theta: float = 1e6
     lr: float = 1e-4
-    eval_tokens: str = "4K"  # held-out tokens per domain
+    eval_tokens: str = "5K"  # held-out tokens per domain (about 30K in all: 3 rows)
+    eval_fraction: float = 0.1  # enough long documents held out to measure 4K-10K
     eval_seq_len: int = 10240  # held-out rows reach beyond the 8K native context
-    loss_buckets: str = "0-1024,1024-8192,8192-10240"
+    loss_buckets: str = "0-1024,1024-4096,4096-10240"
     loss_positions: str = "1024,4096,8192,10240"
     needle_lengths: list[int] = field(default_factory=lambda: [2048, 10240])
     needle_depths: list[int] = field(default_factory=lambda: [0, 50, 100])
@@ -121,7 +122,8 @@ def _steps(out: Path, plan: DemoPlan) -> list[Step]:
         Step("mixture", f["data"],
              ["data", "build", str(f["corpus"]), "--out", str(f["data"]), "--strategy",
               "per_source", "--tokens", str(tokens), "--seq-len", str(plan.seq_len),
-              "--eval-tokens", plan.eval_tokens, "--eval-seq-len", str(plan.eval_seq_len)],
+              "--eval-tokens", plan.eval_tokens, "--eval-fraction", f"{plan.eval_fraction:g}",
+              "--eval-seq-len", str(plan.eval_seq_len)],
              f"per-source length upsampling in {plan.seq_len:,}-token rows, and held-out "
              f"documents in {plan.eval_seq_len:,}-token rows that no training row holds"),
         Step("loss before", f["loss-before"],

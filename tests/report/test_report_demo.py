@@ -52,9 +52,9 @@ def test_demo_summary_states_noise_beside_every_difference(tmp_path: Path) -> No
     def loss(shift_a: float, shift_b: float, split: str = "heldout") -> dict:
         sums = [[100 * (2.0 + 0.1 * i + shift_a), 50 * (1.5 + shift_b), 0.0] for i in range(10)]
         counts = [[100, 50, 0] for _ in range(10)]
-        return {"buckets": ["0-1024", "1024-8192", "8192-10240"], "split": split,
-                "overall": {"0-1024": 2.45 + shift_a, "1024-8192": 1.5 + shift_b,
-                            "8192-10240": None},
+        return {"buckets": ["0-1024", "1024-4096", "4096-10240"], "split": split,
+                "overall": {"0-1024": 2.45 + shift_a, "1024-4096": 1.5 + shift_b,
+                            "4096-10240": None},
                 "per_document": {"id": [f"{i}:0" for i in range(10)], "domain": ["a"] * 10,
                                  "bucket_sums": sums, "bucket_counts": counts}}
 
@@ -77,7 +77,7 @@ def test_demo_summary_states_noise_beside_every_difference(tmp_path: Path) -> No
     rows = {r["bucket"]: r for r in s["loss"]}
     assert rows["0-1024"]["beyond_noise"]  # -0.2 and -0.19, every document, spread 0.01
     assert abs(rows["0-1024"]["seed_spread"]["range"] - 0.01) < 1e-9
-    assert not rows["1024-8192"]["beyond_noise"]  # no change at all
+    assert not rows["1024-4096"]["beyond_noise"]  # no change at all
     needle = {r["length"]: r for r in s["needle"]}
     assert needle[10240]["needles"] == 6 and not needle[10240]["beyond_noise"]
     text = "\n".join(s["headline"])
