@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from longctx.cliopts import opt
 from longctx.config import to_dict
 from longctx.eval import scorers
 from longctx.eval.generate import EvalError, first_line_done, greedy_generate, load_eval_model
+from longctx.eval.model_args import EvalModelArgs
 from longctx.stage import run_hash, sha256_file, write_json_atomic, write_manifest
 
 # Modelled on InfiniteBench's En.QA prompt: base models complete "Answer:"; chat models get
@@ -29,19 +31,16 @@ CHAT_USER_TEMPLATE = INSTRUCTION + "\n\n{context}\n\nQuestion: {question}"
 
 
 @dataclass
-class BookQAConfig:
+class BookQAConfig(EvalModelArgs):
     """``longctx eval bookqa`` settings."""
 
-    model: str = "smollm2-135m"
-    data: str = ""
-    truncate: int = 128000
-    max_new_tokens: int = 32
-    max_items: int | None = None
-    chat: str = "auto"
-    rope_theta: float | None = None
-    prefill_chunk: int = 0  # 0 = whole prompt in one forward pass
-    dtype: str = "auto"
-    device: str = "auto"
+    data: str = opt("", "InfiniteBench longbook_qa_eng.jsonl (fields context, input, answer).")
+    truncate: int = opt(128000, "Middle-truncate prompts to this many tokens.")
+    max_new_tokens: int = opt(32, "Greedy decoding budget per question.")
+    max_items: int | None = opt(None, "Answer only the first N.")
+    chat: str = opt("auto", "auto (use the model's chat template when it has one), on, or off "
+                    "(complete 'Answer:' like a base model).")
+    prefill_chunk: int = opt(0, "Prompt tokens per forward pass (0 = the whole prompt at once).")
 
     def validate(self) -> None:
         if not self.data:

@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from longctx.cliopts import opt
 from longctx.config import to_dict
 from longctx.eval.generate import EvalError, load_eval_model
+from longctx.eval.model_args import EvalModelArgs
 from longctx.intervals import RULE as INTERVAL_RULE
 from longctx.intervals import ratio_interval
 from longctx.stage import run_hash, sha256_file, write_json_atomic, write_manifest
@@ -42,19 +44,19 @@ DEFAULT_POSITIONS = [1024, 16384, 32768, 65536, 131072]
 
 
 @dataclass
-class LossConfig:
+class LossConfig(EvalModelArgs):
     """``longctx eval loss`` settings."""
 
-    model: str = "smollm2-135m"
-    data: str = ""
-    buckets: list[str] = field(default_factory=lambda: ["0-4096", "4096-131072"])
-    positions: list[int] = field(default_factory=lambda: list(DEFAULT_POSITIONS))
-    max_rows: int | None = None
-    attention: str = "doc"
-    rope_theta: float | None = None
-    logits_chunk: int = 1024
-    dtype: str = "auto"
-    device: str = "auto"
+    data: str = opt("", "Packed data folder (from data build).")
+    buckets: list[str] = opt(factory=lambda: ["0-4096", "4096-131072"],
+                             help="Comma-separated position buckets LO-HI (LO <= position < HI).")
+    positions: list[int] = opt(factory=lambda: list(DEFAULT_POSITIONS),
+                               help="Loss@P positions; Loss@P averages positions in "
+                               "[previous P, P).")
+    max_rows: int | None = opt(None, "Evaluate at most N rows, spread evenly over the data.")
+    attention: str = opt("doc", "doc: each document piece is its own sequence; row: the whole "
+                         "packed row is causal.")
+    logits_chunk: int = opt(1024, "Positions per LM-head chunk (bounds logits memory).")
 
     def validate(self) -> None:
         if not self.data:

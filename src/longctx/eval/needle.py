@@ -25,15 +25,17 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from longctx.cliopts import opt
 from longctx.config import to_dict
 from longctx.eval import scorers
 from longctx.eval.generate import EvalError, first_line_done, greedy_generate, load_eval_model
+from longctx.eval.model_args import EvalModelArgs
 from longctx.eval.haystack import Haystack, collapse_whitespace, load_haystack
 from longctx.intervals import RULE as INTERVAL_RULE
 from longctx.intervals import mean_interval
@@ -119,25 +121,29 @@ _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)")
 
 
 @dataclass
-class NeedleConfig:
+class NeedleConfig(EvalModelArgs):
     """``longctx eval needle`` settings (defaults < YAML < flags < --set)."""
 
-    model: str = "smollm2-135m"
-    lengths: list[int] = field(default_factory=lambda: [1024, 2048, 4096])
-    depths: list[int] = field(default_factory=lambda: [0, 50, 100])
-    paper_grid: bool = False
-    haystack: str = ""
-    needle: str = "paper"
-    headline: str = ""
-    rope_theta: float | None = None
-    trained_length: int | None = None
-    max_new_tokens: int = 32
-    stop_at_newline: bool = True
-    prefill_chunk: int = 0  # 0 = whole prompt in one forward pass
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 42
-    samples: int = 1  # needles per cell (RULER: another key and value each), for a noise level
+    lengths: list[int] = opt(factory=lambda: [1024, 2048, 4096],
+                             help="Comma-separated total prompt lengths in tokens.")
+    depths: list[int] = opt(factory=lambda: [0, 50, 100],
+                            help="Comma-separated needle depths in percent (0..100).")
+    paper_grid: bool = opt(False, "The paper's grid: 40 lengths 1000..128000 x 10 depths 0..100 "
+                           "(overrides lengths/depths).", flags=("--paper-grid",))
+    haystack: str = opt("", "Folder of .txt files (read in sorted order), a .txt file, or "
+                        "RULER's JSON; default: the Python reference manual shipped with Python "
+                        "(offline).")
+    needle: str = opt("paper", "paper (San Francisco sandwich, word-recall headline) or ruler "
+                      "(7-digit magic number, containment headline).")
+    headline: str = opt("", "Headline scorer: ruler, paper_recall or rouge1 (default: the "
+                        "needle's own).")
+    trained_length: int | None = opt(None, "Draw the dashed trained-length line at this length.")
+    max_new_tokens: int = opt(32, "Greedy decoding budget per cell.")
+    stop_at_newline: bool = opt(True, "Stop once the first answer line is complete.")
+    prefill_chunk: int = opt(0, "Prompt tokens per forward pass (0 = the whole prompt at once).")
+    seed: int = opt(42, "Seed for RULER keys and values.")
+    samples: int = opt(1, "RULER needles per cell (another key and value each); the cell score "
+                       "is their mean and needle.json gets a bootstrap interval.")
 
     def validate(self) -> None:
         if self.needle not in ("paper", "ruler"):
