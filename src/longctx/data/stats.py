@@ -25,6 +25,7 @@ from longctx.cliopts import count_flag, opt
 from longctx.config import ConfigError
 from longctx.data.lengths import LengthScan, file_keys, scan_lengths
 from longctx.data.readers import Fields, expand_inputs
+from longctx.mix.strategies import is_long
 from longctx.plotting import MAX_DOMAINS, label, other_label, split_top, verbatim
 
 STAGE = "data.stats"
@@ -89,7 +90,7 @@ def length_percentiles(lengths: np.ndarray) -> dict[str, float]:
 def long_token_fraction(lengths: np.ndarray, threshold: int) -> float:
     """Share of all tokens that belong to documents of at least ``threshold`` tokens."""
     total = int(lengths.sum())
-    return float(lengths[lengths >= threshold].sum() / total) if total else 0.0
+    return float(lengths[is_long(lengths, threshold)].sum() / total) if total else 0.0
 
 
 def length_bin_shares(lengths: np.ndarray, edges: tuple[int, ...] = LENGTH_BIN_EDGES) -> list[float]:
@@ -108,8 +109,8 @@ def _exact_domains(scan: LengthScan, threshold: int) -> list[dict[str, Any]]:
     n = len(scan.domains)
     code = scan.domain.astype(np.int64)
     tok = scan.tokens.astype(np.float64)
-    long = scan.tokens >= threshold
-    paper_long = scan.chars / PAPER_CHARS_PER_TOKEN >= threshold
+    long = is_long(scan.tokens, threshold)
+    paper_long = is_long(scan.chars / PAPER_CHARS_PER_TOKEN, threshold)
 
     def per(weights: np.ndarray | None = None) -> np.ndarray:
         return np.bincount(code, weights=weights, minlength=n)
@@ -206,8 +207,8 @@ def _sampled_domain(
     rep = sums / counts / r + specials  # a bin's documents at their mean length, in tokens
     bin_tokens = sums / r + specials * counts
     total = float(bin_tokens.sum())
-    long = rep >= threshold
-    paper_long = sums / counts / PAPER_CHARS_PER_TOKEN >= threshold
+    long = is_long(rep, threshold)
+    paper_long = is_long(sums / counts / PAPER_CHARS_PER_TOKEN, threshold)
     tokens = int(round(totals["chars"] / r + specials * totals["docs"]))
     percentiles = _hist_percentiles(rep, counts, totals.get("max_chars", 0) / r + specials)
     if lengths.size >= MIN_SAMPLE_FOR_PERCENTILES:

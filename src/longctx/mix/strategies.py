@@ -102,7 +102,11 @@ def exact_budgets(total: int, shares: Mapping[str, float]) -> dict[str, int]:
 
 
 def is_long(length: int, long_threshold: int) -> bool:
-    """The paper's rule: a document of ``length`` tokens is long when length >= threshold."""
+    """The paper's rule: a document of ``length`` tokens is long when length >= threshold.
+
+    The one definition of "long" (statistics, scan, selection, manifests); ``length`` may be
+    a numpy array (elementwise).
+    """
     return length >= long_threshold
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from longctx.data.readers import Document, Fields, domain_code_dtype, iter_file
 from longctx.mix.heldout import heldout_draw, is_heldout
 from longctx.mix.sampling import doc_draws, keeps_short
+from longctx.mix.strategies import is_long
 from longctx.pack.tok import TokenizerSpec
 
 BATCH_DOCS = 512
@@ -255,7 +256,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
                 st = stats[doc.domain]
                 st["tok_docs"] += 1
                 st["tok_tokens"] += n
-                long = n >= task.long_threshold
+                long = is_long(n, task.long_threshold)
                 if long:
                     st["long_docs"] += 1
                     st["long_tokens"] += n

@@ -41,11 +41,6 @@ class RopeError(LongctxError):
     pass
 
 
-def head_dim_of(config: Any) -> int:
-    hd = getattr(config, "head_dim", None)
-    return int(hd) if hd else int(config.hidden_size // config.num_attention_heads)
-
-
 def dynamic_ntk_effective_base(
     theta: float, factor: float, seq_len: int, original_max_positions: int, head_dim: int
 ) -> float:
