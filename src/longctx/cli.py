@@ -15,8 +15,8 @@ from longctx import __version__
 from longctx.ablate.cli import ablate_command
 from longctx.cliopts import run_app
 from longctx.data.cli import app as data_app
-from longctx.eval.cli import app as eval_app
 from longctx.demo import demo_command
+from longctx.eval.cli import app as eval_app
 from longctx.report.cli import report_command
 from longctx.train.cli import train_command
 

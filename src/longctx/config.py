@@ -1,8 +1,9 @@
 """Typed stage configs: dataclass defaults < YAML file < command-line flags < ``key=value`` overrides.
 
-Every stage declares one dataclass. The CLI builds it with :func:`build_config`, so the same
-names work as flags (``--short-keep 0.2``), YAML keys (``short_keep: 0.2``) and dotted
-overrides (``--set short_keep=0.2`` or ``--set optim.lr=2e-5`` for nested configs).
+Every stage declares one dataclass; :mod:`longctx.cliopts` generates its flags from the
+fields and builds it with :func:`build_config`, so the same names work as flags
+(``--short-keep 0.2``), YAML keys (``short_keep: 0.2``) and dotted overrides
+(``--set short_keep=0.2`` or ``--set optim.lr=2e-5`` for nested configs).
 Unknown keys and values of the wrong type fail early with a message naming the key.
 """
 
@@ -259,10 +260,12 @@ def build_config(
     config_file: str | Path | None = None,
     cli: Mapping[str, Any] | None = None,
     overrides: Iterable[str] = (),
+    validate: bool = True,
 ) -> T:
     """Build ``cls`` from defaults, then a YAML file, then explicit CLI values, then overrides.
 
-    Calls ``validate()`` on the result when the dataclass defines it.
+    Calls ``validate()`` on the result when the dataclass defines it (unless ``validate`` is
+    False: keys and types are still checked, e.g. for a preset whose paths live elsewhere).
     """
     obj = cls()  # type: ignore[call-arg]
     if config_file:
@@ -272,9 +275,9 @@ def build_config(
     ov = parse_overrides(overrides)
     if ov:
         _merge(obj, ov)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
+    check = getattr(obj, "validate", None)
+    if validate and callable(check):
+        check()
     return obj
 
 

@@ -35,8 +35,8 @@ from longctx.cliopts import opt
 from longctx.config import to_dict
 from longctx.eval import scorers
 from longctx.eval.generate import EvalError, first_line_done, greedy_generate, load_eval_model
-from longctx.eval.model_args import EvalModelArgs
 from longctx.eval.haystack import Haystack, collapse_whitespace, load_haystack
+from longctx.eval.model_args import EvalModelArgs
 from longctx.intervals import RULE as INTERVAL_RULE
 from longctx.intervals import mean_interval
 from longctx.stage import (
