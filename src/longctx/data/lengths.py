@@ -366,45 +366,23 @@ def scan_lengths(
 
 
 class _Progress:
-    """A rich progress bar over files (docs and tokens in the label); silent off a terminal."""
+    """The scan's progress bar over files (docs and tokens in the label); silent off a terminal."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
-        self.docs = self.tokens = 0
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+        from longctx.progress import progress_bar
 
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            return
-        self.bar = Progress(
-            TextColumn("scan lengths"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
+        self.docs = self.tokens = 0
+        self.bar = progress_bar(None if enabled else False, transient=True)
         self.bar.start()
-        self.task = self.bar.add_task("", total=total)
+        self.task = self.bar.add_task("scan lengths", total=total)
 
     def advance(self, res: FileLengths) -> None:
         self.docs += int(res.tokens.shape[0])
         self.tokens += int(res.tokens.sum())
-        if self.bar is not None:
-            self.bar.update(
-                self.task, advance=1, description=f"{self.docs:,} docs {self.tokens:,} tokens"
-            )
+        self.bar.update(
+            self.task, advance=1,
+            description=f"scan lengths: {self.docs:,} docs {self.tokens:,} tokens",
+        )
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.bar.stop()

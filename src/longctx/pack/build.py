@@ -40,6 +40,7 @@ from longctx.mix.strategies import (
     MixError,
     expected_global_shares,
     get_strategy,
+    is_long,
     plan_budgets,
     predicted_long_fraction,
 )
@@ -57,6 +58,7 @@ from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import SpillReader, load_eligible
 from longctx.pack.tok import TokenizerSpec, resolve_spec
 from longctx.pack.workers import prestart, run_scans, stop_forkserver
+from longctx.progress import progress_bar
 from longctx.stage import Timer, config_hash, is_done, read_manifest, stage_output, write_manifest
 
 STAGE = "data.build"
@@ -202,33 +204,6 @@ def _fail_hook(phase: str, count: int) -> None:
         import time
 
         time.sleep(float(spec[5:]))
-
-
-# ----------------------------------------------------------------------------- progress
-
-
-def _progress(enabled: bool | None):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    console = Console(stderr=True)
-    disable = not console.is_terminal if enabled is None else not enabled
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=disable,
-    )
 
 
 # ----------------------------------------------------------------------------- the build
@@ -402,7 +377,7 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
         skip = tuple(sorted(stats.frozen))
         return replace(base_tasks[k], covered=skip) if skip else base_tasks[k]
 
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         scan_bar = bar.add_task("scan files", total=len(tasks))
 
         def on_result(summary: dict[str, Any]) -> bool:
@@ -661,10 +636,10 @@ def _manifest(
 ) -> dict[str, Any]:
     T = cfg.long_threshold
     doms = el.domain[sel.doc]
-    is_long = el.length[sel.doc] >= T
+    long = is_long(el.length[sel.doc], T)
     nd = len(vocab)
     tokens = np.bincount(doms, weights=sel.length, minlength=nd)
-    long_tokens = np.bincount(doms, weights=sel.length * is_long, minlength=nd)
+    long_tokens = np.bincount(doms, weights=sel.length * long, minlength=nd)
     first = (sel.offset == 0) & (sel.epoch == 0)
     L = {d: est[d]["long_tokens"] for d in vocab}
     S = {d: est[d]["short_tokens"] for d in vocab}
