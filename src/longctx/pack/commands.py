@@ -1,10 +1,9 @@
 """CLI commands ``data build`` and ``data export`` (thin wrappers over mix/ and pack/ modules)."""
-# ruff: noqa: B008  (typer declares options as argument defaults)
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -68,14 +67,16 @@ build_command = stage_command(
 
 
 def export_command(
-    data_dir: Path = typer.Argument(..., help="A folder written by `longctx data build`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    format: str = typer.Option(
-        "paper", "--format", "-f",
+    data_dir: Annotated[Path, typer.Argument(help="A folder written by `longctx data build`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    format: Annotated[str, typer.Option(
+        "--format", "-f",
         help="paper: parquet in the schema of the paper's released dataset "
         "(input_ids, labels = first token of the next row, source spans); jsonl: the same as JSONL.",
-    ),
-    force: bool = typer.Option(False, "--force", help="Rewrite even if a finished export matches."),
+    )] = "paper",
+    force: Annotated[
+        bool, typer.Option("--force", help="Rewrite even if a finished export matches.")
+    ] = False,
 ) -> None:
     """Export packed shards in the paper's released-dataset schema (parquet) or as JSONL."""
     from longctx.pack.export import run_export
