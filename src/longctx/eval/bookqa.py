@@ -10,7 +10,6 @@ so the question at the end always survives. The metric is InfiniteBench's ``qa_f
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,9 +132,8 @@ def run_bookqa(
 
 def _run_bookqa(cfg: BookQAConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
     """Answer every item greedily, score with qa_f1_score, write bookqa.json + manifest."""
-    from rich.progress import Progress
-
     from longctx.data.tokenizer import load_tokenizer
+    from longctx.progress import progress_bar
 
     t0 = time.perf_counter()
     items = read_items(cfg.data, cfg.max_items)
@@ -150,8 +148,7 @@ def _run_bookqa(cfg: BookQAConfig, out_dir: str | Path, *, progress: bool | None
     stop_ids = [i for i in (tok.eos_id,) if i is not None]
     chat = use_chat(tok, cfg.chat)
     records: list[dict[str, Any]] = []
-    show = sys.stderr.isatty() if progress is None else progress
-    with Progress(disable=not show, transient=True) as bar:
+    with progress_bar(progress, transient=True) as bar:
         task = bar.add_task("bookqa", total=len(items))
         for it in items:
             t1 = time.perf_counter()

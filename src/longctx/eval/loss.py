@@ -173,12 +173,11 @@ def run_loss(
 
 def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
     """Compute loss.json / loss.png / manifest.json; refuses a tokenizer mismatch first."""
-    from rich.progress import Progress
-
     from longctx.data.tokenizer import load_tokenizer
     from longctx.eval.plots import plot_loss
     from longctx.models import resolve_model_dir
     from longctx.pack.shards import PackedDataset, check_tokenizer_match
+    from longctx.progress import progress_bar
 
     t0 = time.perf_counter()
     buckets = parse_buckets(cfg.buckets)
@@ -210,8 +209,7 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
     doc_id: list[str] = []  # "row:piece", the same across models evaluated on the same data
     doc_b: list[np.ndarray] = []
     doc_p: list[np.ndarray] = []
-    show = sys.stderr.isatty() if progress is None else progress
-    with Progress(disable=not show, transient=True) as bar:
+    with progress_bar(progress, transient=True) as bar:
         task = bar.add_task("eval loss", total=len(rows))
         for i in rows:
             loss, pos, dom, piece = row_targets(ds.row(i), cfg.attention, model,

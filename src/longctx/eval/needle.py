@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -396,10 +395,9 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
         folder = resolve_model_dir(cfg.model)
         tok = load_tokenizer(folder)
 
-    from rich.progress import Progress
+    from longctx.progress import progress_bar
 
-    show = sys.stderr.isatty() if progress is None else progress
-    with Progress(disable=not show, transient=True) as bar, open(cells_path, "a") as sink:
+    with progress_bar(progress, transient=True) as bar, open(cells_path, "a") as sink:
         task = bar.add_task(f"needle ({cfg.needle})", total=len(todo))
         for length, depth in todo:
             rec = _run_cell(cfg, model, tok, builder, length, depth)
