@@ -92,21 +92,18 @@ def parse_buckets(buckets: list[str]) -> list[tuple[str, int, int]]:
 def token_losses(model: Any, ids: np.ndarray, chunk: int) -> np.ndarray:
     """Next-token losses (nats) of one sequence: ``out[j]`` is the loss of ``ids[j + 1]``."""
     import torch
-    import torch.nn.functional as F
 
+    from longctx.train.loss import chunked_token_losses
+
+    if len(ids) < 2:
+        return np.zeros(0, dtype=np.float64)
     device = next(model.parameters()).device
     x = torch.as_tensor(np.asarray(ids, dtype=np.int64), device=device)[None, :]
     with torch.inference_mode():
         hidden = model.get_decoder()(input_ids=x, use_cache=False).last_hidden_state[0]
-        head = model.get_output_embeddings()
-        targets = x[0, 1:]
-        out = []
-        for s in range(0, targets.shape[0], chunk):
-            logits = head(hidden[s : s + chunk][: targets.shape[0] - s]).float()
-            out.append(F.cross_entropy(logits, targets[s : s + chunk], reduction="none"))
-    if not out:
-        return np.zeros(0, dtype=np.float64)
-    return torch.cat(out).double().cpu().numpy()
+        weight = model.get_output_embeddings().weight
+        losses = chunked_token_losses(hidden[:-1], weight, x[0, 1:], chunk)
+    return losses.double().cpu().numpy()
 
 
 def row_targets(row: Any, mode: str, model: Any, chunk: int) -> tuple[np.ndarray, ...]:
