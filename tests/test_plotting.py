@@ -65,7 +65,8 @@ def _loss_result(domains: list[str]) -> dict:
 
 
 def test_eval_plots_with_hostile_and_many_domains(tmp_path):
-    from longctx.eval.plots import loss_domains, plot_loss, plot_needle_heatmap
+    from longctx.eval.plots import plot_loss, plot_needle_heatmap
+    from longctx.plotting import loss_domains
 
     domains = HOSTILE + [f"d{i}" for i in range(5000)]
     result = _loss_result(domains)

@@ -1,16 +1,20 @@
-"""Plain-text labels and bounded domain lists for every figure (data stats, eval, report).
+"""Every figure kind drawn once (eval stages and the report), and their plain-text labels.
 
 Domain names come from the corpus or from folders a user received: matplotlib would read
 ``$...$`` in them as math text (and crash on an unknown command), a lone surrogate crashes
 the font renderer, and 30,000 of them take minutes to lay out. So every figure draws text
 verbatim (:func:`plain_text`), labels go through :func:`label`, and at most
 ``MAX_DOMAINS`` domains are drawn (:func:`split_top`; the rest are summed as "other").
-Pure helpers on matplotlib's rc settings: no stage code, so the report may import it.
+The needle heatmap and the loss figure are drawn here, from the stage's JSON, for both
+the stage's own PNG and the report's redraw (same colours, same trained-length line); they
+tolerate the malformed values a report reads from folders it received. Only matplotlib and
+numpy: no stage code, so the report may import it.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -21,6 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 PLAIN_TEXT = {"text.usetex": False, "text.parse_math": False}
 MAX_DOMAINS = 30
 LABEL_CHARS = 40
+# gkamradt / the paper's heatmap colours: red (miss) -> yellow -> green (hit)
+NEEDLE_COLORS = ["#F0496E", "#EBB839", "#0CD79F"]
 
 
 def plain_text() -> AbstractContextManager[Any]:
@@ -70,3 +76,207 @@ def _weight(x: Any) -> float:
     except (TypeError, ValueError):
         return 0.0
     return v if v == v and abs(v) != float("inf") else 0.0
+
+
+def finite(x: Any) -> float | None:
+    """A finite float or None (JSON null, NaN, booleans and strings become gaps)."""
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def new_figure(figsize: tuple[float, float], dpi: float | None = None) -> Any:
+    """A matplotlib Figure with an Agg canvas and no pyplot state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+@verbatim
+def png_bytes(fig: Any, dpi: float = 100) -> bytes:
+    """The figure as PNG bytes, cropped to its content (text drawn verbatim)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+@verbatim
+def save_png(fig: Any, path: Any, dpi: float = 110) -> Any:
+    """Write the figure to ``path`` as PNG (text drawn verbatim); returns the Path."""
+    from pathlib import Path
+
+    path = Path(path)
+    fig.savefig(path, format="png", dpi=dpi)
+    return path
+
+
+def fmt_length(n: int) -> str:
+    """Context-length tick labels: 2000 -> 2K, 2048 -> 2K, 1500 -> 1.5K, 512 -> 512."""
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n / 1000:.0f}K"
+    if n % 1024 == 0:
+        return f"{n / 1024:.0f}K"
+    return f"{n / 1000:.1f}K" if n >= 1000 else str(n)
+
+
+def trained_line_x(lengths: list[int], trained: float) -> float:
+    """x position (in column units, cells centred on integers) of the trained-length line:
+    interpolated between the columns around it, clamped to the plot's edges."""
+    import numpy as np
+
+    ls = list(lengths)
+    if trained <= ls[0]:
+        return -0.5
+    if trained >= ls[-1]:
+        return len(ls) - 0.5
+    return float(np.interp(trained, ls, np.arange(len(ls))))
+
+
+def needle_cmap() -> Any:
+    from matplotlib.colors import LinearSegmentedColormap
+
+    return LinearSegmentedColormap.from_list("needle", NEEDLE_COLORS)
+
+
+def needle_grid(result: Mapping[str, Any]) -> tuple[list[int], list[float], Any]:
+    """(lengths, depths, depth x length array of scores, NaN where missing) of a needle.json;
+    cells without a numeric length, depth or score are left out."""
+    import numpy as np
+
+    cells = [c for c in result.get("cells") or [] if isinstance(c, dict)]
+    cells = [c for c in cells if finite(c.get("length")) is not None
+             and finite(c.get("depth")) is not None]
+    lengths = sorted({int(float(c["length"])) for c in cells})
+    depths = sorted({float(c["depth"]) for c in cells})
+    grid = np.full((len(depths), len(lengths)), np.nan)
+    for c in cells:
+        score = finite(c.get("score"))
+        if score is not None:
+            grid[depths.index(float(c["depth"])), lengths.index(int(float(c["length"])))] = score
+    return lengths, depths, grid
+
+
+def draw_needle(ax: Any, result: Mapping[str, Any]) -> Any:
+    """The needle heatmap on ``ax``: depth (rows, 0% at top) x length (columns), score 0..1,
+    white grid, dashed white line at the trained length. Returns the image (for a colorbar),
+    or None when there are no cells."""
+    import numpy as np
+
+    lengths, depths, grid = needle_grid(result)
+    trained = finite(result.get("trained_length"))
+    xlabel = "context length (tokens)"
+    if trained:
+        xlabel += f"   (dashed line: trained length {int(trained):,})"
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("needle depth")
+    if not lengths:
+        return None
+    im = ax.imshow(grid, cmap=needle_cmap(), vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(lengths)), [fmt_length(x) for x in lengths], rotation=45, ha="right")
+    ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
+    ax.set_xticks(np.arange(-0.5, len(lengths)), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(depths)), minor=True)
+    ax.grid(which="minor", color="white", linewidth=0.6)
+    ax.tick_params(which="minor", length=0)
+    if trained:
+        ax.axvline(trained_line_x(lengths, trained), color="white", linestyle="--", linewidth=2.0)
+    return im
+
+
+def _model_name(result: Mapping[str, Any]) -> str:
+    from pathlib import Path
+
+    return Path(str(result.get("model", ""))).name
+
+
+@verbatim
+def needle_figure(result: Mapping[str, Any], title: str | None = None) -> Any:
+    """The paper-style needle heatmap of one needle.json. ``title`` defaults to the model
+    and needle; the average of the headline scorer is appended."""
+    lengths, depths, _ = needle_grid(result)
+    width = min(18.0, max(7.0, 3.0 + 0.45 * len(lengths)))
+    fig = new_figure((width, 1.6 + 0.45 * max(1, len(depths))))
+    ax = fig.add_subplot(1, 1, 1)
+    im = draw_needle(ax, result)
+    if im is not None:
+        fig.colorbar(im, ax=ax, label=label(result.get("headline") or "score"))
+    if title is None:
+        title = f"{label(_model_name(result))} · {label(result.get('needle'))} needle"
+    else:
+        title = label(title, 120)
+    avg = finite(result.get("average"))
+    if avg is not None:
+        title += f" · average {label(result.get('headline') or 'score')} = {avg:.3f}"
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def loss_domains(result: Mapping[str, Any]) -> tuple[list[str], int]:
+    """(domains to draw, sorted; how many are left out): those with the most scored tokens."""
+    counts = (result.get("tokens") or {}).get("domains") or {}
+    weights = {}
+    for d in result.get("domains") or {}:
+        c = counts.get(d) if isinstance(counts, dict) else None
+        weights[d] = sum(finite(v) or 0 for v in c.values()) if isinstance(c, dict) else 0
+    top, rest = split_top(weights)
+    return sorted(top), len(rest)
+
+
+def short_domain(name: str) -> str:
+    """RedPajamaCommonCrawl -> CommonCrawl: keeps axis labels readable."""
+    return name[len("RedPajama") :] if name.startswith("RedPajama") and len(name) > 9 else name
+
+
+@verbatim
+def loss_figure(result: Mapping[str, Any], title: str | None = None) -> Any:
+    """Left: per-domain loss in each position bucket (Table 5 view; at most MAX_DOMAINS
+    domains, the most scored); right: Loss@position (Fig. 3 view). ``title`` defaults to
+    the model's name."""
+    import numpy as np
+
+    fig = new_figure((12, 4.2))
+    a1, a2 = fig.subplots(1, 2)
+    domains, left_out = loss_domains(result)
+    buckets = [b for b in result.get("buckets") or [] if isinstance(b, str)]
+    per = result.get("domains") if isinstance(result.get("domains"), dict) else {}
+    width = 0.8 / max(1, len(buckets))
+    x = np.arange(len(domains))
+    for k, b in enumerate(buckets):
+        vals = [finite((per.get(d) or {}).get(b)) if isinstance(per.get(d), dict) else None
+                for d in domains]
+        a1.bar(x + k * width, [np.nan if v is None else v for v in vals], width, label=label(b))
+    a1.set_xticks(x + width * (len(buckets) - 1) / 2, [label(short_domain(d)) for d in domains],
+                  rotation=30, ha="right")
+    a1.set_ylabel("mean token loss (nats)")
+    more = f" ({left_out:,} smaller domains not shown)" if left_out else ""
+    a1.set_title(f"per-domain loss by position bucket{more}")
+    if buckets:
+        a1.legend(title="positions", fontsize=8)
+    positions = result.get("positions") if isinstance(result.get("positions"), dict) else {}
+    pos = sorted((int(p), finite(v)) for p, v in positions.items() if str(p).isdigit())
+    pos = [(p, v) for p, v in pos if v is not None]
+    if pos:
+        px, py = zip(*pos, strict=True)
+        a2.plot(px, py, marker="o")
+        a2.set_xscale("log", base=2)
+    a2.set_xlabel("position in document (tokens)")
+    a2.set_ylabel("mean token loss (nats)")
+    a2.set_title("Loss@position")
+    a2.grid(alpha=0.3)
+    fig.suptitle(label(_model_name(result), 80) if title is None else label(title, 120))
+    fig.tight_layout()
+    return fig

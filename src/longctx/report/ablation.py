@@ -11,10 +11,10 @@ scale the seed-to-seed noise is often larger than that.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from longctx.plotting import draw_needle
 from longctx.report import plots
 from longctx.report.markup import esc, fmt, img, pct, signed, table
 
@@ -87,18 +87,14 @@ def needle_grid(ab: dict[str, Any]) -> bytes:
     im = None
     for i, (name, s) in enumerate(arms):
         ax = fig.add_subplot(1, n, i + 1)
-        grid = [[math.nan] * len(lengths) for _ in depths]
+        cells = []
         for k, stat in s["cells"].items():
             L, d = k.split(":")
-            m = _mean(stat)
-            if m is not None:
-                grid[depths.index(float(d))][lengths.index(int(L))] = m
-        im = ax.imshow(grid, cmap=plots.NEEDLE_CMAP, vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(lengths)), [plots._k(x) for x in lengths], rotation=45)
-        ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths] if i == 0 else [])
-        ax.set_xlabel("context length")
-        if i == 0:
-            ax.set_ylabel("needle depth")
+            cells.append({"length": int(L), "depth": float(d), "score": _mean(stat)})
+        im = draw_needle(ax, {"cells": cells}) or im
+        if i:
+            ax.set_yticks(range(len(depths)), [])
+            ax.set_ylabel("")
         avg = _mean(s.get("average"))
         ax.set_title(f"{name}: {avg:.3f}" if avg is not None else name, fontsize=9)
     if im is not None:

@@ -2,52 +2,40 @@
 
 Stages write their own PNGs (stats.png, needle.png, loss.png); the report re-uses those and
 draws only what is missing: the training curve, the before/after-mixing view of a build
-manifest, and fallbacks for stage PNGs that are absent. Every function returns PNG bytes.
+manifest, and fallbacks for stage PNGs that are absent (the needle and loss fallbacks are the
+stages' own figure functions, from :mod:`longctx.plotting`). Every function returns PNG bytes.
 """
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from longctx.plotting import label, other_label, split_top, verbatim  # noqa: E402
+from longctx.plotting import (  # noqa: E402
+    finite,
+    label,
+    loss_figure,
+    needle_figure,
+    other_label,
+    png_bytes,
+    short_domain,
+    split_top,
+    verbatim,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# The needle heatmap colours of the paper's figures: red (miss) -> yellow -> green (hit).
-NEEDLE_CMAP = LinearSegmentedColormap.from_list("needle", ["#F0496E", "#EBB839", "#0CD79F"])
+_num = finite
+_short = short_domain
 
 
 def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def _num(x: Any) -> float | None:
-    """A finite float or None (JSON null, NaN and strings become gaps)."""
-    if isinstance(x, bool) or x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _short(name: str) -> str:
-    """RedPajamaCommonCrawl -> CommonCrawl: keeps axis labels readable."""
-    return name[len("RedPajama") :] if name.startswith("RedPajama") and len(name) > 9 else name
+    return png_bytes(fig, dpi=100)
 
 
 @verbatim
@@ -79,90 +67,14 @@ def training_curve(metrics: Sequence[dict[str, Any]], title: str = "training") -
     return _png(fig)
 
 
-@verbatim
 def needle_heatmap(needle: dict[str, Any], title: str = "needle") -> bytes:
-    """Depth (rows) x length (columns) heatmap with the average in the title, like the paper."""
-    cells = [c for c in needle.get("cells", []) if isinstance(c, dict)]
-    lengths = sorted({int(c["length"]) for c in cells if _num(c.get("length")) is not None})
-    depths = sorted({float(c["depth"]) for c in cells if _num(c.get("depth")) is not None})
-    grid = [[math.nan] * len(lengths) for _ in depths]
-    for c in cells:
-        s = _num(c.get("score"))
-        if s is None or _num(c.get("length")) is None or _num(c.get("depth")) is None:
-            continue
-        grid[depths.index(float(c["depth"]))][lengths.index(int(c["length"]))] = s
-    fig = Figure(figsize=(max(4.0, 0.6 * len(lengths) + 2.5), max(2.5, 0.35 * len(depths) + 1.5)))
-    ax = fig.add_subplot(1, 1, 1)
-    if lengths and depths:
-        im = ax.imshow(grid, cmap=NEEDLE_CMAP, vmin=0, vmax=1, aspect="auto")
-        fig.colorbar(im, ax=ax, label="score")
-        ax.set_xticks(range(len(lengths)), [_k(n) for n in lengths], rotation=45)
-        ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
-        trained = _num(needle.get("trained_length"))
-        if trained is not None:
-            # dashed line between the last length <= trained and the first one beyond it
-            x = sum(1 for n in lengths if n <= trained) - 0.5
-            if -0.5 < x < len(lengths) - 0.5:
-                ax.axvline(x, color="white", ls="--", lw=2)
-    ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("needle depth")
-    avg = _num(needle.get("average"))
-    title = label(title, 120)
-    ax.set_title(f"{title}: average {avg:.3f}" if avg is not None else title)
-    return _png(fig)
+    """The stage's needle heatmap (:func:`longctx.plotting.needle_figure`) as PNG bytes."""
+    return _png(needle_figure(needle, title))
 
 
-def _k(n: int) -> str:
-    return f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
-
-
-@verbatim
 def loss_plot(loss: dict[str, Any], title: str = "loss") -> bytes:
-    """Loss@position (Fig. 3 view) next to per-domain loss by bucket (Table 5 view); at most
-    MAX_DOMAINS domains, those with the most scored tokens."""
-    fig = Figure(figsize=(10, 3.8))
-    ax1 = fig.add_subplot(1, 2, 1)
-    pos = [(int(k), _num(v)) for k, v in (loss.get("positions") or {}).items() if k.isdigit()]
-    pos = sorted((p, v) for p, v in pos if v is not None)
-    if pos:
-        ax1.plot([p for p, _ in pos], [v for _, v in pos], marker="o")
-        ax1.set_xscale("log", base=2)
-    ax1.set_xlabel("position (tokens)")
-    ax1.set_ylabel("loss")
-    ax1.set_title("Loss@position")
-    ax1.grid(alpha=0.3)
-    ax2 = fig.add_subplot(1, 2, 2)
-    buckets = list(loss.get("buckets") or [])
-    domains, left_out = _loss_domains(loss)
-    width = 0.8 / max(1, len(buckets))
-    for j, b in enumerate(buckets):
-        vals = [_num((loss["domains"][d] or {}).get(b)) for d in domains]
-        xs = [i + j * width for i in range(len(domains))]
-        ax2.bar(xs, [v if v is not None else 0 for v in vals], width, label=label(b))
-    ax2.set_xticks(
-        [i + width * (len(buckets) - 1) / 2 for i in range(len(domains))],
-        [label(_short(d)) for d in domains],
-        rotation=30,
-        ha="right",
-    )
-    ax2.set_ylabel("mean token loss")
-    more = f" ({left_out:,} smaller domains not shown)" if left_out else ""
-    ax2.set_title(f"per-domain loss by position bucket{more}")
-    if buckets:
-        ax2.legend(fontsize=8)
-    fig.suptitle(label(title, 120))
-    return _png(fig)
-
-
-def _loss_domains(loss: dict[str, Any]) -> tuple[list[str], int]:
-    """(domains to draw in their given order, how many are left out), by scored tokens."""
-    counts = (loss.get("tokens") or {}).get("domains") or {}
-    weights = {}
-    for d in loss.get("domains") or {}:
-        c = counts.get(d) if isinstance(counts, dict) else None
-        weights[d] = sum(_num(v) or 0 for v in c.values()) if isinstance(c, dict) else 0
-    top, rest = split_top(weights)
-    return top, len(rest)
+    """The stage's loss figure (:func:`longctx.plotting.loss_figure`) as PNG bytes."""
+    return _png(loss_figure(loss, title))
 
 
 def _bars(ax: Any, names: list[str], series: dict[str, list[float | None]], ylabel: str) -> None:
