@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import sys
-import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,10 +30,16 @@ from typing import Any
 
 import typer
 
-from longctx.config import build_config, explicit_cli_values, parse_count, parse_weights
+from longctx.config import (
+    build_config,
+    explicit_cli_values,
+    parse_count,
+    parse_weights,
+    strip_optional,
+)
 from longctx.errors import LongctxError
 
-CLI = "longctx.cli"  # the dataclass field metadata key holding a field's Flag
+CLI = "longctx.flag"  # the dataclass field metadata key holding a field's Flag
 CONFIG_HELP = "YAML file with any of these keys (flag names with underscores)."
 SET_HELP = "Override one config key, KEY=VALUE (repeatable); applied last."
 
@@ -92,17 +97,7 @@ def flag_names(f: dataclasses.Field, hint: Any) -> tuple[str, ...]:
     if flag.flags:
         return flag.flags
     name = "--" + f.name.replace("_", "-")
-    return (f"{name}/--no-{name[2:]}",) if _bare(hint) is bool else (name,)
-
-
-def _bare(tp: Any) -> Any:
-    """The field type without ``| None`` (string annotations resolved by the caller)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
+    return (f"{name}/--no-{name[2:]}",) if strip_optional(hint) is bool else (name,)
 
 
 def cli_type(f: dataclasses.Field, hint: Any) -> Any:
@@ -110,7 +105,7 @@ def cli_type(f: dataclasses.Field, hint: Any) -> Any:
     flag = field_flag(f)
     if flag.cli_type is not None:
         return flag.cli_type
-    tp = _bare(hint)
+    tp = strip_optional(hint)
     if flag.argument:
         return list[str]
     if typing.get_origin(tp) in (list, tuple, dict):

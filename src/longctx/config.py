@@ -87,7 +87,8 @@ def parse_weights(value: str | Mapping[str, Any] | None, *, name: str) -> dict[s
     return out
 
 
-def _strip_optional(tp: Any) -> Any:
+def strip_optional(tp: Any) -> Any:
+    """``X | None`` -> ``X`` (any other type unchanged)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -100,7 +101,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Coerce a YAML/CLI value to the dataclass field type, or raise ConfigError naming key."""
     if value is None:
         return None
-    tp = _strip_optional(tp)
+    tp = strip_optional(tp)
     origin = typing.get_origin(tp)
     try:
         if tp is Any:
