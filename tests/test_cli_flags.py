@@ -40,7 +40,7 @@ COMMAND_ONLY = {
     "eval bookqa": {"out", "force"},
 }
 STAGE_COMMANDS = {"data demo-corpus", "data stats", "data build", "train", "eval needle",
-                  "eval loss", "eval bookqa"}
+                  "eval loss", "eval bookqa", "report"}
 
 
 def _walk(cmd: Any, path: list[str]) -> list[tuple[str, Any]]:
