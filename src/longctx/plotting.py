@@ -280,3 +280,122 @@ def loss_figure(result: Mapping[str, Any], title: str | None = None) -> Any:
     fig.suptitle(label(_model_name(result), 80) if title is None else label(title, 120))
     fig.tight_layout()
     return fig
+
+
+def _bins(d: Mapping[str, Any]) -> list[float] | None:
+    b = d.get("length_bins")
+    if not isinstance(b, list) or not b:
+        return None
+    vals = [finite(x) for x in b]
+    return None if any(v is None for v in vals) else vals  # type: ignore[return-value]
+
+
+def _stats_entry(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {"tokens": finite(d.get("tokens")) or 0.0,
+            "token_share": finite(d.get("token_share")) or 0.0,
+            "long_token_fraction": finite(d.get("long_token_fraction")),
+            "length_bins": _bins(d)}
+
+
+def _merge_domains(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One "other" entry: shares summed, fractions and length bins weighted by tokens."""
+    tokens = sum(d["tokens"] for d in entries)
+    w = [d["tokens"] / tokens if tokens else 1 / len(entries) for d in entries]
+    longs = [(x, d["long_token_fraction"]) for x, d in zip(w, entries, strict=True)
+             if d["long_token_fraction"] is not None]
+    wl = sum(x for x, _ in longs)
+    bins = [d["length_bins"] for d in entries]
+    same = bins[0] is not None and all(b is not None and len(b) == len(bins[0]) for b in bins)
+    return {
+        "tokens": tokens,
+        "token_share": sum(d["token_share"] for d in entries),
+        "long_token_fraction": sum(x * v for x, v in longs) / wl if wl else None,
+        "length_bins": [sum(x * b[k] for x, b in zip(w, bins, strict=True))
+                        for k in range(len(bins[0]))] if same else None,
+    }
+
+
+def stats_rows(stats: Mapping[str, Any], limit: int = MAX_DOMAINS) -> list[tuple[str, dict[str, Any]]]:
+    """(label, numbers) per bar of the stats figure: every domain when they fit in ``limit``
+    rows, else the largest by tokens and one "other" row merging the rest. Values that are
+    not numbers become 0 (tokens, shares) or None (long-token fraction, length bins)."""
+    raw = stats.get("domains") if isinstance(stats.get("domains"), dict) else {}
+    domains = {n: _stats_entry(d) for n, d in raw.items() if isinstance(d, dict)}
+    top, rest = split_top({n: d["tokens"] for n, d in domains.items()}, limit)
+    rows = [(label(n), domains[n]) for n in top]
+    if rest:
+        rows.append((other_label(rest), _merge_domains([domains[n] for n in rest])))
+    return rows
+
+
+def _k(n: float) -> str:
+    n = int(n)
+    return f"{n // 1024}K" if n >= 1024 else str(n)
+
+
+@verbatim
+def stats_figure(stats: Mapping[str, Any], dpi: float = 100, title: str | None = None) -> Any:
+    """The paper's Fig. 2 view of a stats.json (1300x460 px at dpi 100, taller past 14
+    domains): domain token shares, and per domain the token share by document length with
+    the long-token fraction marked (red line; docs >= the threshold are right of it).
+    ``title`` defaults to the corpus's token and domain counts."""
+    import matplotlib
+    import numpy as np
+
+    rows = stats_rows(stats)[::-1]  # largest on top
+    names = [n for n, _ in rows]
+    ys = np.arange(len(rows))
+    thr = finite(stats.get("long_threshold"))
+    fig = new_figure((13, max(4.6, 1.0 + 0.25 * len(rows))), dpi=dpi)  # grows past 14 rows
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    shares = [d["token_share"] for _, d in rows]
+    ax1.barh(ys, shares, color="#4c72b0")
+    ax1.set_yticks(ys, names)
+    for y, s in enumerate(shares):
+        ax1.text(s, y, f" {s:.1%}", va="center", fontsize=8)
+    ax1.set_xlabel("share of corpus tokens")
+    ax1.set_xlim(0, max(shares + [0.01]) * 1.25)
+    ax1.set_title("domain token shares")
+
+    nbins = max((len(d["length_bins"]) for _, d in rows if d["length_bins"]), default=0)
+    edges = [finite(e) for e in stats.get("length_bin_edges") or []]
+    if len(edges) == nbins and all(e is not None for e in edges):
+        labels = [_k(e) + ("+" if i == len(edges) - 1 else f"–{_k(edges[i + 1])}")
+                  for i, e in enumerate(edges)]
+    else:
+        labels = [f"bin {i}" for i in range(nbins)]
+    cmap = matplotlib.colormaps["viridis"]
+    left = np.zeros(len(rows))
+    for b in range(nbins):
+        vals = np.asarray([d["length_bins"][b] if d["length_bins"] and len(d["length_bins"]) > b
+                           else 0.0 for _, d in rows])
+        ax2.barh(ys, vals, left=left, color=cmap(b / max(1, nbins - 1)), label=labels[b])
+        left += vals
+    for y, (_, d) in enumerate(rows):
+        ltf = d["long_token_fraction"]
+        if ltf is None:
+            continue
+        if not d["length_bins"]:  # no length profile: the long share alone
+            ax2.barh([y], [ltf], left=[1 - ltf], color="#b0b0b0")
+        ax2.plot([1 - ltf] * 2, [y - 0.4, y + 0.4], color="red", lw=2)
+        ax2.text(1.01, y, f"{ltf:.0%}", va="center", fontsize=8)
+    ax2.set_xlim(0, 1.1)
+    thr_text = f"{int(thr):,}" if thr is not None else "the threshold"
+    ax2.set_xlabel(f"share of domain tokens by document length (red: docs ≥ {thr_text} tokens, "
+                   "right of line)")
+    ax2.set_yticks(ys, [""] * len(rows))
+    ax2.set_title("token share by document length")
+    if nbins:
+        ax2.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.08, 0.5),
+                   title="tokens")
+    if title is None:
+        total = finite(stats.get("total_tokens"))
+        total_text = f"{int(total):,}" if total is not None else "?"
+        n_domains = len(stats.get("domains") or {})
+        sampled = " (sampled)" if stats.get("sampled") else ""
+        title = f"{total_text} tokens, {n_domains:,} domains{sampled}"
+    fig.suptitle(label(title, 120))
+    longest = max((len(n) for n in names), default=8)
+    left_margin = min(0.35, 0.03 + 0.0068 * longest)  # room for the domain names at fontsize 10
+    fig.subplots_adjust(left=left_margin, right=0.86, bottom=0.14, top=0.85, wspace=0.08)
+    return fig

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from longctx.cli import main
-from longctx.data.stats import plot_rows, plot_stats
+from longctx.data.stats import plot_stats
 from longctx.plotting import MAX_DOMAINS
+from longctx.plotting import stats_rows as plot_rows
 
 from .datahelpers import record, write_lines
 

@@ -26,7 +26,6 @@ from longctx.config import ConfigError
 from longctx.data.lengths import LengthScan, file_keys, scan_lengths
 from longctx.data.readers import Fields, expand_inputs
 from longctx.mix.strategies import is_long
-from longctx.plotting import MAX_DOMAINS, label, other_label, split_top, verbatim
 
 STAGE = "data.stats"
 PERCENTILES = (10, 25, 50, 75, 90, 99)
@@ -307,85 +306,12 @@ def compute_stats(scan: LengthScan, long_threshold: int = 4096) -> dict[str, Any
     }
 
 
-def plot_rows(stats: dict[str, Any], limit: int = MAX_DOMAINS) -> list[tuple[str, dict[str, Any]]]:
-    """(label, numbers) per bar of the stats figure: every domain when they fit in ``limit``
-    rows, else the largest by tokens and one "other" row summing the rest."""
-    domains = stats["domains"]
-    top, rest = split_top({n: d.get("tokens", 0) for n, d in domains.items()}, limit)
-    rows = [(label(n), domains[n]) for n in top]
-    if rest:
-        rows.append((other_label(rest), _merge_domains([domains[n] for n in rest])))
-    return rows
-
-
-def _merge_domains(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """One "other" entry: shares summed, fractions and length bins weighted by tokens."""
-    tokens = sum(d["tokens"] for d in entries)
-    w = [d["tokens"] / tokens if tokens else 1 / len(entries) for d in entries]
-    nbins = len(entries[0]["length_bins"])
-    return {
-        "tokens": tokens,
-        "token_share": sum(d["token_share"] for d in entries),
-        "long_token_fraction": sum(x * d["long_token_fraction"] for x, d in zip(w, entries, strict=True)),
-        "length_bins": [sum(x * d["length_bins"][b] for x, d in zip(w, entries, strict=True))
-                        for b in range(nbins)],
-    }
-
-
-@verbatim
 def plot_stats(stats: dict[str, Any], path: str | Path, dpi: int = 100) -> Path:
-    """The paper's Fig. 2 view as a PNG (1300×460 px at dpi 100, taller past 14 domains):
-    domain token shares, and per domain the token share by document length with the
-    long-token fraction marked. Names are drawn verbatim; at most ``MAX_DOMAINS`` rows."""
-    from matplotlib.figure import Figure
+    """The paper's Fig. 2 view as a PNG (:func:`longctx.plotting.stats_figure`, the figure the
+    report redraws with): 1300×460 px at dpi 100, taller past 14 domains."""
+    from longctx.plotting import save_png, stats_figure
 
-    rows = plot_rows(stats)[::-1]  # largest on top
-    names = [n for n, _ in rows]
-    ys = np.arange(len(rows))
-    thr = stats["long_threshold"]
-    fig = Figure(figsize=(13, max(4.6, 1.0 + 0.25 * len(rows))), dpi=dpi)  # grows past 14 rows
-    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
-    shares = [d["token_share"] for _, d in rows]
-    ax1.barh(ys, shares, color="#4c72b0")
-    ax1.set_yticks(ys, names)
-    for y, s in enumerate(shares):
-        ax1.text(s, y, f" {s:.1%}", va="center", fontsize=8)
-    ax1.set_xlabel("share of corpus tokens")
-    ax1.set_xlim(0, max(shares + [0.01]) * 1.25)
-    ax1.set_title("domain token shares")
-
-    edges = stats.get("length_bin_edges", list(LENGTH_BIN_EDGES))
-    labels = [_short(e) + ("+" if i == len(edges) - 1 else f"–{_short(edges[i + 1])}")
-              for i, e in enumerate(edges)]
-    import matplotlib
-
-    cmap = matplotlib.colormaps["viridis"]
-    left = np.zeros(len(rows))
-    for b in range(len(edges)):
-        vals = np.asarray([d["length_bins"][b] for _, d in rows])
-        ax2.barh(ys, vals, left=left, color=cmap(b / max(1, len(edges) - 1)), label=labels[b])
-        left += vals
-    for y, (_, d) in enumerate(rows):
-        ax2.plot([1 - d["long_token_fraction"]] * 2, [y - 0.4, y + 0.4], color="red", lw=2)
-        ax2.text(1.01, y, f"{d['long_token_fraction']:.0%}", va="center", fontsize=8)
-    ax2.set_xlim(0, 1.1)
-    ax2.set_xlabel(f"share of domain tokens by document length (red: docs ≥ {thr:,} tokens, "
-                   "right of line)")
-    ax2.set_yticks(ys, [""] * len(rows))
-    ax2.set_title("token share by document length")
-    ax2.legend(fontsize=7, ncol=1, loc="center left", bbox_to_anchor=(1.08, 0.5), title="tokens")
-    sampled = " (sampled)" if stats.get("sampled") else ""
-    fig.suptitle(f"{stats['total_tokens']:,} tokens, {len(stats['domains']):,} domains{sampled}")
-    longest = max((len(n) for n in names), default=8)
-    left_margin = min(0.35, 0.03 + 0.0068 * longest)  # room for the domain names at fontsize 10
-    fig.subplots_adjust(left=left_margin, right=0.86, bottom=0.14, top=0.85, wspace=0.08)
-    path = Path(path)
-    fig.savefig(path, format="png", dpi=dpi)
-    return path
-
-
-def _short(n: int) -> str:
-    return f"{n // 1024}K" if n >= 1024 else str(n)
+    return save_png(stats_figure(stats, dpi=dpi), path, dpi=dpi)
 
 
 def run_stats(cfg: StatsConfig, progress: bool = True) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from longctx.plotting import (  # noqa: E402
     png_bytes,
     short_domain,
     split_top,
+    stats_figure,
     verbatim,
 )
 
@@ -93,26 +94,9 @@ def _bars(ax: Any, names: list[str], series: dict[str, list[float | None]], ylab
     ax.legend(fontsize=8)
 
 
-@verbatim
-def stats_plot(stats: dict[str, Any], title: str = "corpus statistics") -> bytes:
-    """Domain token shares and long-token fraction per domain (the paper's Fig. 2 view); at
-    most MAX_DOMAINS bars, the smallest domains summed as "other"."""
-    domains = {n: d for n, d in (stats.get("domains") or {}).items() if isinstance(d, dict)}
-    top, rest = split_top({n: _num(d.get("tokens")) or 0 for n, d in domains.items()})
-    names = list(top)
-    shares = [_num(domains[n].get("token_share")) for n in top]
-    longs = [_num(domains[n].get("long_token_fraction")) for n in top]
-    if rest:
-        names.append(other_label(rest))
-        shares.append(sum(_num(domains[n].get("token_share")) or 0 for n in rest))
-        longs.append(_weighted([domains[n] for n in rest], "long_token_fraction", "tokens"))
-    fig = Figure(figsize=(10, 3.6))
-    _bars(fig.add_subplot(1, 2, 1), names, {"token share": shares}, "share of tokens")
-    thr = stats.get("long_threshold")
-    _bars(fig.add_subplot(1, 2, 2), names, {f"tokens in docs >= {thr}": longs},
-          "long-token fraction")
-    fig.suptitle(label(title, 120))
-    return _png(fig)
+def stats_plot(stats: dict[str, Any], title: str | None = None) -> bytes:
+    """The stage's Fig. 2 view (:func:`longctx.plotting.stats_figure`) as PNG bytes."""
+    return _png(stats_figure(stats, title=title))
 
 
 def _weighted(entries: list[dict[str, Any]], key: str, weight: str) -> float | None:
