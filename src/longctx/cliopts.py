@@ -212,7 +212,7 @@ def stage_command(
 
 # ----------------------------------------------------------------------------- errors
 def _kind(e: BaseException, name: str) -> bool:
-    # typer >= 0.26 vendors its own click: match its exceptions by class name, not identity
+    # typer >= 0.26 vendors its own click, older typer uses click's classes: match by name
     return any(c.__name__ == name for c in type(e).__mro__)
 
 
@@ -231,9 +231,11 @@ def run_app(app: typer.Typer, argv: Iterable[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
         sys.exit(130)
-    except typer.Abort:
-        sys.exit(1)
-    except typer.TyperException as e:
+    except Exception as e:
+        if _kind(e, "Abort"):
+            sys.exit(1)
+        if not _kind(e, "ClickException"):
+            raise
         if _kind(e, "NoArgsIsHelpError"):  # a bare group: its help, as click prints it
             e.show()  # type: ignore[attr-defined]
             sys.exit(e.exit_code)  # type: ignore[attr-defined]
