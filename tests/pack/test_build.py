@@ -37,10 +37,8 @@ def test_tokenizer_spec_matches_load_tokenizer(tok):
 
 
 def test_fast_encoding_equals_encode_documents(tok, slimpajama_jsonl):
-    from longctx.pack.scan import encode_documents_fast
-
     texts = [json.loads(x)["text"] for x in slimpajama_jsonl.read_text().splitlines()[::7]]
-    assert [a.tolist() for a in encode_documents_fast(tok, texts)] == [
+    assert [a.tolist() for a in tok.encode_documents(texts, fast=True)] == [
         b.tolist() for b in tok.encode_documents(texts)]
 
 

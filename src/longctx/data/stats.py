@@ -25,6 +25,7 @@ from longctx.cliopts import count_flag, opt
 from longctx.config import ConfigError
 from longctx.data.lengths import LengthScan, file_keys, scan_lengths
 from longctx.data.readers import Fields, expand_inputs
+from longctx.data.tokenizer import specials_per_doc
 from longctx.mix.strategies import is_long
 
 STAGE = "data.stats"
@@ -257,8 +258,8 @@ def compute_stats(scan: LengthScan, long_threshold: int = 4096) -> dict[str, Any
     """The ``stats.json`` content of a scan (pure: no I/O)."""
     sampled = scan.sampled
     tk = scan.tokenizer or {}
-    specials = int(bool(tk.get("add_bos")) and tk.get("bos_id") is not None) + int(
-        bool(tk.get("add_eos")) and tk.get("eos_id") is not None
+    specials = specials_per_doc(
+        tk.get("bos_id"), tk.get("eos_id"), bool(tk.get("add_bos")), bool(tk.get("add_eos"))
     )
     content_all = int(scan.tokens.sum()) - specials * scan.num_docs
     fallback = int(scan.chars.sum()) / content_all if content_all > 0 else PAPER_CHARS_PER_TOKEN

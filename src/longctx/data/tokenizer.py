@@ -24,6 +24,22 @@ import numpy as np
 from longctx.errors import LongctxError
 
 
+def document_affixes(
+    bos_id: int | None, eos_id: int | None, add_bos: bool, add_eos: bool
+) -> tuple[list[int], list[int]]:
+    """The one BOS/EOS rule: (ids before, ids after) every document. BOS when ``add_bos`` and
+    the tokenizer has one, EOS likewise (the paper: BOS per document, no EOS)."""
+    pre = [bos_id] if add_bos and bos_id is not None else []
+    post = [eos_id] if add_eos and eos_id is not None else []
+    return pre, post
+
+
+def specials_per_doc(bos_id: int | None, eos_id: int | None, add_bos: bool, add_eos: bool) -> int:
+    """Tokens :func:`document_affixes` adds to each document."""
+    pre, post = document_affixes(bos_id, eos_id, add_bos, add_eos)
+    return len(pre) + len(post)
+
+
 class TokenizerError(LongctxError):
     pass
 
@@ -100,9 +116,7 @@ class Tokenizer:
     @property
     def special_per_doc(self) -> int:
         """Tokens the document policy adds to each document (BOS and/or EOS)."""
-        return int(self.add_bos and self.bos_id is not None) + int(
-            self.add_eos and self.eos_id is not None
-        )
+        return specials_per_doc(self.bos_id, self.eos_id, self.add_bos, self.add_eos)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts of whole documents with the BOS/EOS policy applied (= lengths of
@@ -113,12 +127,17 @@ class Tokenizer:
         extra = self.special_per_doc
         return [len(e.ids) + extra for e in encode(list(texts), add_special_tokens=False)]
 
-    def encode_documents(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Token ids of whole documents with the BOS/EOS policy applied."""
-        encs = self.backend.encode_batch(list(texts), add_special_tokens=False)
+    def encode_documents(self, texts: Sequence[str], *, fast: bool = False) -> list[np.ndarray]:
+        """Token ids of whole documents with the BOS/EOS policy applied.
+
+        ``fast``: through ``encode_batch_fast`` where the backend has it (same ids; it skips
+        character offsets, which a data build never needs: ~25% less CPU, less memory)."""
+        encode = self.backend.encode_batch
+        if fast:
+            encode = getattr(self.backend, "encode_batch_fast", None) or encode
+        encs = encode(list(texts), add_special_tokens=False)
         dt = self.dtype
-        pre = [self.bos_id] if self.add_bos and self.bos_id is not None else []
-        post = [self.eos_id] if self.add_eos and self.eos_id is not None else []
+        pre, post = document_affixes(self.bos_id, self.eos_id, self.add_bos, self.add_eos)
         out = []
         for e in encs:
             ids = e.ids

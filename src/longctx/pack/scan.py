@@ -127,23 +127,6 @@ def _tokenizer(spec: TokenizerSpec) -> Any:
     return tok
 
 
-def encode_documents_fast(tok: Any, texts: list[str]) -> list[np.ndarray]:
-    """``Tokenizer.encode_documents`` (same ids, same BOS/EOS policy) through
-    ``encode_batch_fast`` where the backend has it: it skips character offsets, which a data
-    build never needs (~25% less CPU, less memory per batch)."""
-    fast = getattr(tok.backend, "encode_batch_fast", None)
-    if fast is None:
-        return tok.encode_documents(texts)
-    pre = [tok.bos_id] if tok.add_bos and tok.bos_id is not None else []
-    post = [tok.eos_id] if tok.add_eos and tok.eos_id is not None else []
-    dt = tok.dtype
-    out = []
-    for e in fast(texts, add_special_tokens=False):
-        ids = e.ids
-        out.append(np.asarray(pre + ids + post if pre or post else ids, dtype=dt))
-    return out
-
-
 def init_worker() -> None:
     """Worker processes parallelise across files; one tokenizer thread each."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -250,7 +233,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         frozen = _Frozen(task)
         held: list[tuple[Document, int]] = []
         for batch in _batches(task, docs, stats, frozen, held):
-            encoded = encode_documents_fast(tok, [b[0].text for b in batch])
+            encoded = tok.encode_documents([b[0].text for b in batch], fast=True)
             for (doc, u, prio, nbytes, drawn), ids in zip(batch, encoded, strict=True):
                 n = len(ids)
                 st = stats[doc.domain]
@@ -319,7 +302,7 @@ def _write_heldout(task: ScanTask, tok: Any, held: list[tuple[Document, int]]) -
         for k in range(0, len(held), BATCH_DOCS):
             batch = held[k : k + BATCH_DOCS]
             for (doc, prio), ids in zip(
-                batch, encode_documents_fast(tok, [d.text for d, _ in batch]), strict=True
+                batch, tok.encode_documents([d.text for d, _ in batch], fast=True), strict=True
             ):
                 if doc.domain not in code:
                     code[doc.domain] = len(domains)

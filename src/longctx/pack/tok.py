@@ -20,6 +20,7 @@ from longctx.data.tokenizer import (
     plain_special_ids,
     resolve_tokenizer_dir,
     rust_tokenizer,
+    specials_per_doc,
 )
 
 
@@ -48,9 +49,7 @@ class TokenizerSpec:
 
     @property
     def specials_per_doc(self) -> int:
-        return int(self.add_bos and self.bos_id is not None) + int(
-            self.add_eos and self.eos_id is not None
-        )
+        return specials_per_doc(self.bos_id, self.eos_id, self.add_bos, self.add_eos)
 
 
 def resolve_spec(
