@@ -71,7 +71,7 @@ def pack_heldout(lengths: np.ndarray, priorities: np.ndarray, seq_len: int) -> l
         n = int(take[i])
         if n < 2:  # nothing to score
             continue
-        for r, space in enumerate(free):
+        for r, space in enumerate(free):  # noqa: B007 (r is the row found, used below)
             if space >= n:
                 break
         else:
