@@ -65,8 +65,7 @@ def _loss_result(domains: list[str]) -> dict:
 
 
 def test_eval_plots_with_hostile_and_many_domains(tmp_path):
-    from longctx.eval.plots import plot_loss, plot_needle_heatmap
-    from longctx.plotting import loss_domains
+    from longctx.plotting import loss_domains, loss_figure, needle_figure, save_png
 
     domains = HOSTILE + [f"d{i}" for i in range(5000)]
     result = _loss_result(domains)
@@ -74,13 +73,13 @@ def test_eval_plots_with_hostile_and_many_domains(tmp_path):
     assert len(shown) == MAX_DOMAINS - 1 and left_out == len(domains) - len(shown)
     assert "d4999" in shown and MATH not in shown  # the most scored tokens are drawn
     t0 = time.monotonic()
-    plot_loss(result, tmp_path / "loss.png")
+    save_png(loss_figure(result), tmp_path / "loss.png")
     assert (tmp_path / "loss.png").read_bytes().startswith(PNG)
     assert time.monotonic() - t0 < 30
     needle = {"model": f"/m/{MATH}", "needle": "$ruler$", "headline": MATH, "average": 0.5,
               "cells": [{"length": 1024, "depth": 0, "score": 1.0},
                         {"length": 2048, "depth": 50, "score": 0.0}]}
-    plot_needle_heatmap(needle, tmp_path / "needle.png")
+    save_png(needle_figure(needle), tmp_path / "needle.png")
     assert (tmp_path / "needle.png").read_bytes().startswith(PNG)
 
 

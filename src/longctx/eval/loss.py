@@ -171,9 +171,9 @@ def run_loss(
 def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
     """Compute loss.json / loss.png / manifest.json; refuses a tokenizer mismatch first."""
     from longctx.data.tokenizer import load_tokenizer
-    from longctx.eval.plots import plot_loss
     from longctx.models import resolve_model_dir
     from longctx.pack.shards import PackedDataset, check_tokenizer_match
+    from longctx.plotting import loss_figure, save_png
     from longctx.progress import progress_bar
 
     t0 = time.perf_counter()
@@ -302,7 +302,7 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "loss.json", result)
-    plot_loss(result, out / "loss.png")
+    save_png(loss_figure(result), out / "loss.png")
     write_manifest(
         out,
         {

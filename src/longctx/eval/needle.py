@@ -361,7 +361,7 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
     """Evaluate the grid, write ``needle.json``, ``needle.png``, ``manifest.json``; return the
     needle.json content. Finished cells in ``cells.jsonl`` are reused."""
     from longctx.data.tokenizer import load_tokenizer
-    from longctx.eval.plots import plot_needle_heatmap
+    from longctx.plotting import needle_figure, save_png
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -455,7 +455,7 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
         },
     }
     write_json_atomic(out / "needle.json", result)
-    plot_needle_heatmap(result, out / "needle.png")
+    save_png(needle_figure(result), out / "needle.png")
     write_manifest(
         out,
         {
