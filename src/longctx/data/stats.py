@@ -93,12 +93,17 @@ def long_token_fraction(lengths: np.ndarray, threshold: int) -> float:
     return float(lengths[is_long(lengths, threshold)].sum() / total) if total else 0.0
 
 
+def length_bin(lengths: np.ndarray, edges: tuple[int, ...] = LENGTH_BIN_EDGES) -> np.ndarray:
+    """The bin of each length: i where edges[i] <= length < edges[i + 1] (the last is open)."""
+    return np.searchsorted(np.asarray(edges[1:]), lengths, side="right")
+
+
 def length_bin_shares(lengths: np.ndarray, edges: tuple[int, ...] = LENGTH_BIN_EDGES) -> list[float]:
     """Share of tokens in documents whose length falls in each bin [edge_i, edge_i+1)."""
     total = lengths.sum()
     if not total:
         return [0.0] * len(edges)
-    bins = np.searchsorted(np.asarray(edges[1:]), lengths, side="right")
+    bins = length_bin(lengths, edges)
     sums = np.bincount(bins, weights=lengths, minlength=len(edges))
     return [float(x) for x in sums / total]
 
@@ -118,9 +123,8 @@ def _exact_domains(scan: LengthScan, threshold: int) -> list[dict[str, Any]]:
     tokens, counts, chars = per(tok), per(), per(scan.chars.astype(np.float64))
     long_tok, paper_tok = per(tok * long), per(tok * paper_long)
     long_docs, paper_docs = per(long.astype(np.float64)), per(paper_long.astype(np.float64))
-    edges = np.asarray(LENGTH_BIN_EDGES[1:])
     nb = len(LENGTH_BIN_EDGES)
-    bins = np.bincount(code * nb + np.searchsorted(edges, scan.tokens, side="right"),
+    bins = np.bincount(code * nb + length_bin(scan.tokens),
                        weights=tok, minlength=n * nb).reshape(n, nb)
     pct = _grouped_percentiles(code, scan.tokens, counts.astype(np.int64))
     empty = {"docs": 0, "bytes": 0, "chars": 0}
@@ -219,10 +223,7 @@ def _sampled_domain(
         d["percentiles_from"] = "sample (p10-p90); all documents via characters (p99, max)"
     else:
         d["percentiles_from"] = "all documents via characters"
-    edges = np.asarray(LENGTH_BIN_EDGES[1:])
-    by_len = np.bincount(
-        np.searchsorted(edges, rep, side="right"), weights=bin_tokens, minlength=len(edges) + 1
-    )
+    by_len = np.bincount(length_bin(rep), weights=bin_tokens, minlength=len(LENGTH_BIN_EDGES))
     d.update(
         {
             "docs": int(totals["docs"]),
