@@ -353,8 +353,14 @@ def headline_lines(loss_rows: list[dict], needle_rows: list[dict], scale: dict[s
                     else " (one training seed: seed-to-seed noise not measured)") + ".")
     for r in loss_rows:
         d0 = r["difference"].get(str(plan.seeds[0]))
-        if r["before"] is None or not d0:
+        if r["before"] is None:
             lines.append(f"  positions {r['bucket']}: no held-out tokens there")
+            continue
+        if not d0:
+            afters = ", ".join(f"{v:.3f}" for v in r["after"].values() if v is not None)
+            lines.append(f"  positions {r['bucket']}: {r['before']:.3f} -> {afters}, but fewer "
+                         "than 2 held-out documents reach these positions: noise unknown, not "
+                         "a result")
             continue
         afters = ", ".join(f"{v:.3f}" for v in r["after"].values() if v is not None)
         sp = r["seed_spread"]

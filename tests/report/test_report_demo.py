@@ -86,6 +86,16 @@ def test_demo_summary_states_noise_beside_every_difference(tmp_path: Path) -> No
     assert "held-out documents" in text and "interval" in text and "within noise" in text
     assert "beyond noise: better" in text and "of the paper's 5B tokens" in text
     assert s["scale"]["trained_tokens"] == 32768
+    one_doc = loss(0.0, 0.0)
+    one_doc["overall"]["4096-10240"] = 2.0
+    for sums in one_doc["per_document"]["bucket_sums"][1:]:
+        sums[2] = 0.0
+    one_doc["per_document"]["bucket_sums"][0][2] = 200.0
+    for counts in one_doc["per_document"]["bucket_counts"]:
+        counts[2] = 0
+    one_doc["per_document"]["bucket_counts"][0][2] = 100
+    write("loss-before", "loss.json", one_doc)
+    assert "fewer than 2 held-out documents" in "\n".join(summarize(tmp_path, plan)["headline"])
     write("loss-before", "loss.json", loss(0.0, 0.0, split="train"))
     assert "TRAINING rows" in "\n".join(summarize(tmp_path, plan)["headline"])
 
