@@ -352,7 +352,8 @@ def _comparison_section(page: _Page, runs: list[RunOutputs]) -> None:
         for (name, o), by_len in zip(needles, per_len, strict=True):
             avg = _num(o.data.get("average"))
             delta = None if avg is None or base is None else avg - base
-            rows.append([esc(name), esc(o.data.get("model")), fmt(avg, 3),
+            rows.append([esc(name), esc(o.data.get("model")),
+                         fmt(avg, 3) + _iv(o.data.get("average_interval95")),
                          signed(delta) if o is not needles[0][1] else "baseline"]
                         + [fmt(by_len.get(n), 3) for n in lengths])
         page.add(table(["run", "model", "average", "vs first"]
