@@ -6,19 +6,8 @@ import json
 
 import pytest
 
-from longctx.cli import main
-
+from ..cli_helpers import run_main as _run
 from .datahelpers import record, write_lines
-
-
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _corpus(tmp_path):

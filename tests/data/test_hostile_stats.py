@@ -10,22 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from longctx.cli import main
 from longctx.data.stats import plot_stats
 from longctx.plotting import MAX_DOMAINS
 from longctx.plotting import stats_rows as plot_rows
 
+from ..cli_helpers import assert_one_line_error as _one_line_error
+from ..cli_helpers import run_main as _run
 from .datahelpers import record, write_lines
-
-
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _stats(corpus: Path, out: Path, tok: Path, capsys, *extra: str) -> tuple[int, str, str]:
@@ -37,15 +28,6 @@ def _png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     return struct.unpack(">II", data[16:24])
-
-
-def _one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 def test_deeply_nested_lines_are_counted_and_the_rest_of_the_file_kept(

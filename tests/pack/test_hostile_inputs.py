@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from longctx.cli import main
 from longctx.pack.export import run_export
 from longctx.pack.select import (
     MAX_PASSES,
@@ -23,6 +22,9 @@ from longctx.pack.select import (
     select_pieces,
 )
 from longctx.pack.shards import PackedDataset, ShardError, ShardWriter
+
+from ..cli_helpers import assert_one_line_error as _one_line_error
+from ..cli_helpers import run_main as _run
 
 
 @pytest.fixture(scope="module")
@@ -41,28 +43,9 @@ def _rec(words: int, domain: str) -> bytes:
     return json.dumps({"text": "w " * words, "meta": {"redpajama_set_name": domain}}).encode()
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _build(corpus: Path, out: Path, tok: Path, capsys, *extra: str) -> tuple[int, str, str]:
     return _run(["data", "build", str(corpus), "--out", str(out), "--tokenizer", str(tok),
                  "--strategy", "original", "--long-threshold", "4", *extra], capsys)
-
-
-def _one_line_error(code: int, err: str, *needles: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def _packed_docs(out: Path) -> set[tuple[str, int]]:
