@@ -14,11 +14,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from longctx.stage import file_stat_key
+
 
 def file_identity(path: str | os.PathLike) -> list[int]:
-    """[size, mtime_ns, ctime_ns] of one file (follows symlinks: the content is what counts)."""
-    st = os.stat(path)
-    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns)]
+    """[size, mtime_ns, ctime_ns] of one file (follows symlinks: the content is what counts).
+
+    The stat rule of :func:`longctx.stage.file_stat_key` (which the digest cache keys on)
+    without the inode: what a raw file's identity records is its size and times.
+    """
+    return file_stat_key(path)[1:]
 
 
 def files_identity(files: Sequence[Path], keys: Sequence[str]) -> list[list[object]]:
