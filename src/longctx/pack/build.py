@@ -590,11 +590,13 @@ def write_heldout(
     except BaseException:
         writer.close()
         raise
-    ids_sorted = sorted(f"{summaries_rel(summaries, int(c['file'][i]))}:{int(c['line'][i])}"
-                        for i in picked)
+    rel = {s["index"]: s["file"] for s in summaries}
+    ids_sorted = sorted(f"{rel[int(c['file'][i])]}:{int(c['line'][i])}" for i in picked)
     tokens = np.minimum(c["length"][picked], seq_len)
-    dom = c["domain"][picked]
-    held_all = {d: int(np.sum(c["domain"] == k)) for d, k in code.items() if np.any(c["domain"] == k)}
+    nd = len(all_domains)
+    held_docs = np.bincount(c["domain"], minlength=nd)
+    docs = np.bincount(c["domain"][picked], minlength=nd)
+    doc_tokens = np.bincount(c["domain"][picked], weights=tokens, minlength=nd)
     entry = {
         "path": HELDOUT_DIR,
         "fraction": cfg.eval_fraction,
@@ -603,12 +605,13 @@ def write_heldout(
         "tokens_per_domain_target": per_domain,
         "documents": int(len(picked)),
         "documents_held_out": int(len(c["length"])),
-        "documents_held_out_per_domain": held_all,
+        "documents_held_out_per_domain": {d: int(held_docs[k]) for d, k in code.items()
+                                          if held_docs[k]},
         "tokens": int(tokens.sum()),
         "padding_tokens": int(sum(r.padding for r in rows)),
         "truncated_documents": int(np.sum(c["length"][picked] > seq_len)),
-        "domains": {d: {"documents": int(np.sum(dom == k)), "tokens": int(tokens[dom == k].sum())}
-                    for d, k in code.items() if np.any(dom == k)},
+        "domains": {d: {"documents": int(docs[k]), "tokens": int(doc_tokens[k])}
+                    for d, k in code.items() if docs[k]},
         "doc_ids_sha256": hashlib.sha256("\n".join(ids_sorted).encode()).hexdigest(),
         "rule": "a document is held out when blake2b(text, key=eval_seed) < eval_fraction; "
                 "held-out documents are in no training row of any strategy built with the same "
@@ -621,13 +624,6 @@ def write_heldout(
         "shards": [shard], "heldout": entry,
     })
     return entry
-
-
-def summaries_rel(summaries: list[dict[str, Any]], index: int) -> str:
-    for s in summaries:
-        if s["index"] == index:
-            return s["file"]
-    return str(index)
 
 
 def _manifest(
