@@ -28,6 +28,7 @@ from rich.table import Table
 
 from longctx.errors import LongctxError
 from longctx.intervals import mean_interval, paired_loss_difference, spread
+from longctx.stage import manifest_bytes
 
 MODEL = "smollm2-135m"
 NATIVE_CONTEXT = 8192  # SmolLM2-135M's pretraining context
@@ -162,13 +163,6 @@ def _steps(out: Path, plan: DemoPlan) -> list[Step]:
     return steps
 
 
-def _manifest_bytes(folder: Path) -> bytes | None:
-    try:
-        return (folder / "manifest.json").read_bytes()
-    except OSError:
-        return None
-
-
 def stage_app() -> typer.Typer:
     """The stage commands the demo runs (``data``, ``train``, ``eval``), as ``longctx`` has them.
 
@@ -205,7 +199,7 @@ def run_demo(out: Path, plan: DemoPlan, console: Console | None = None) -> Path:
     timings: list[tuple[str, str, float]] = []
     t_all = time.perf_counter()
     for i, step in enumerate(steps, 1):
-        before = _manifest_bytes(step.folder)
+        before = manifest_bytes(step.folder)
         console.print(f"\n[bold cyan][{i}/{len(steps) + 1}] {step.name}[/]: {step.what}")
         console.print(f"[dim]$ longctx {' '.join(step.argv)}[/]", highlight=False)
         t0 = time.perf_counter()
@@ -219,7 +213,7 @@ def run_demo(out: Path, plan: DemoPlan, console: Console | None = None) -> Path:
         except LongctxError as e:
             raise DemoError(f"demo step '{step.name}' failed: {e}") from None
         dt = time.perf_counter() - t0
-        reused = before is not None and _manifest_bytes(step.folder) == before
+        reused = before is not None and manifest_bytes(step.folder) == before
         timings.append((step.name, "reused" if reused else "ran", dt))
         console.print(f"[green]✓ {step.name}[/] ({'reused' if reused else f'{dt:.1f} s'})")
     summary = summarize(out, plan)

@@ -209,6 +209,15 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def manifest_bytes(folder: str | Path) -> bytes | None:
+    """The manifest file's bytes (None when absent): a run that leaves them unchanged reused
+    the stage's finished output."""
+    try:
+        return (Path(folder) / MANIFEST).read_bytes()
+    except OSError:
+        return None
+
+
 def write_manifest(folder: str | Path, data: dict[str, Any]) -> Path:
     p = Path(folder) / MANIFEST
     write_json_atomic(p, data)

@@ -30,6 +30,7 @@ from longctx.errors import LongctxError
 from longctx.stage import (
     config_hash,
     is_done,
+    manifest_bytes,
     read_manifest,
     run_hash,
     stage_output,
@@ -74,24 +75,17 @@ class StageLog:
         self.timings: dict[str, dict[str, Any]] = {}
 
     def run(self, where: str, stage: str, folder: Path, fn: Callable[[], Any]) -> Any:
-        before = _manifest_bytes(folder)
+        before = manifest_bytes(folder)
         self.echo(f"ablate: {where}: {stage} started")
         t0 = time.perf_counter()
         result = fn()
         dt = time.perf_counter() - t0
-        reused = before is not None and _manifest_bytes(folder) == before
+        reused = before is not None and manifest_bytes(folder) == before
         status = "reused" if reused else "ran"
         self.timings.setdefault(where, {})[stage] = {"status": status, "seconds": round(dt, 3)}
         self.echo(f"ablate: {where}: {stage} {'reused' if reused else 'finished'} "
                   f"in {dt:.1f} s")
         return result
-
-
-def _manifest_bytes(folder: Path) -> bytes | None:
-    try:
-        return (folder / "manifest.json").read_bytes()
-    except OSError:
-        return None
 
 
 def run_ablation(cfg: AblationConfig, *, echo: Callable[[str], None] = print,
