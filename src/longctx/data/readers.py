@@ -280,8 +280,8 @@ def _unzstd_chunks(f: io.BufferedReader) -> Iterator[bytes]:
         raise _StreamError(TRUNCATED_FILE, "zstd stream ends before its end marker")
 
 
-def _iter_lines(path: Path) -> Iterator[bytes | None]:
-    """Raw lines (without the newline) of a possibly compressed file, streaming.
+def _iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes | None]:
+    """Raw lines (without the newline) of a stream of (decompressed) byte chunks.
 
     A line longer than ``MAX_LINE_BYTES`` comes as ``None``: its bytes are dropped as they
     arrive, so a file without newlines cannot fill memory. A line spanning chunks is
@@ -291,7 +291,7 @@ def _iter_lines(path: Path) -> Iterator[bytes | None]:
     size = 0
     too_long = False
     try:
-        for chunk in _decompressed_chunks(path):
+        for chunk in chunks:
             pieces = chunk.split(b"\n")
             tail = pieces.pop()
             if pieces:
@@ -422,10 +422,22 @@ def iter_jsonl(
     path: Path, fields: Fields, skipped: Counter, strict: bool = False
 ) -> Iterator[Document]:
     """Documents of a jsonl / jsonl.gz / jsonl.zst file; ``index`` is the 1-based line number."""
-    file = str(path)
-    index = 0
+    yield from iter_jsonl_chunks(_decompressed_chunks(path), str(path), fields, skipped, strict)
+
+
+def iter_jsonl_chunks(
+    chunks: Iterable[bytes],
+    file: str,
+    fields: Fields,
+    skipped: Counter,
+    strict: bool = False,
+    first_index: int = 1,
+) -> Iterator[Document]:
+    """Documents of jsonl bytes arriving in chunks whose first line is line ``first_index`` of
+    ``file``: the whole of a file, or one byte range of it (:mod:`longctx.data.ranges`)."""
+    index = first_index - 1
     try:
-        for index, raw in enumerate(_iter_lines(path), start=1):
+        for index, raw in enumerate(_iter_lines(chunks), start=first_index):
             got = _parse_line(raw, fields, file, index)
             if isinstance(got, Document):
                 yield got
@@ -445,9 +457,18 @@ def iter_jsonl(
 
 
 def iter_parquet(
-    path: Path, fields: Fields, skipped: Counter, strict: bool = False, batch_size: int = 1024
+    path: Path,
+    fields: Fields,
+    skipped: Counter,
+    strict: bool = False,
+    batch_size: int = 1024,
+    row_groups: Sequence[int] | None = None,
+    first_index: int = 1,
 ) -> Iterator[Document]:
-    """Documents of a parquet file, read batch by batch; ``index`` is the 1-based row number."""
+    """Documents of a parquet file, read batch by batch; ``index`` is the 1-based row number.
+
+    ``row_groups`` reads only those row groups (one range of a split file), whose first row
+    is row ``first_index`` of the file."""
     import pyarrow.parquet as pq
 
     file = str(path)
@@ -460,8 +481,8 @@ def iter_parquet(
     top_domain = fields.domain.split(".")[0]
     names = set(pf.schema_arrow.names)
     columns = sorted({c for c in (top_text, top_domain) if c in names})
-    index = 0
-    batches = pf.iter_batches(batch_size=batch_size, columns=columns)
+    index = first_index - 1
+    batches = pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=row_groups)
     while True:
         try:
             batch = next(batches)
