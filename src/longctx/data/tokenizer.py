@@ -4,6 +4,11 @@ We load anything ``AutoTokenizer`` accepts locally (a plain ``tokenizer.json`` f
 importing transformers) and encode with the Rust ``tokenizers`` backend directly: ``encode_batch`` without special tokens, then add BOS/EOS
 ourselves so the policy is explicit and identical for every tokenizer family.
 
+Any document size: a text over ``piece_chars`` characters is encoded in pieces split at
+verified seams (see ``_piecewise_ids``), with the same ids as encoding it whole, so a 50 MB
+document does not hold the whole text's encoding (tokens, offsets, normalization
+alignments) in memory at once.
+
 Identity: ``fingerprint`` hashes the tokenizer's *content* (model vocab/merges, added
 tokens, BOS/EOS ids), not its files, so a tokenizer re-saved next to a trained model still
 matches the data it was trained on.
@@ -13,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,6 +28,17 @@ from typing import Any
 import numpy as np
 
 from longctx.errors import LongctxError
+
+PIECE_CHARS = 1 << 20  # texts longer than this are encoded in pieces of about this size
+SEAM_WINDOW = 128  # characters each side of a candidate seam that its check re-encodes
+SEAM_TRIES = 16  # candidate seams checked per piece before the piece grows by another piece
+# Candidate seams: a single space or newline between two non-whitespace characters. No
+# regex pre-tokenizer match (GPT-2 / byte-level BPE style) spans such a position, and a
+# SentencePiece vocabulary has no piece with a newline or with '▁' after another character,
+# so BPE merges cannot cross it either. Each candidate is still checked (``_seam_holds``).
+_SEAM = re.compile(r"(?<=\S)[ \n](?=\S)")
+
+Encode = Callable[..., list]  # backend.encode_batch or encode_batch_fast
 
 
 def document_affixes(
@@ -55,6 +72,7 @@ class Tokenizer:
     source_dir: Path | None = None
     add_bos: bool = True
     add_eos: bool = False
+    piece_chars: int = PIECE_CHARS
     _hf: Any = field(default=None, repr=False)
 
     @property
@@ -79,6 +97,7 @@ class Tokenizer:
                 None if self.source_dir is None else str(self.source_dir),
                 self.add_bos,
                 self.add_eos,
+                self.piece_chars,
             ),
         )
 
@@ -109,9 +128,76 @@ class Tokenizer:
             self._hf = AutoTokenizer.from_pretrained(str(self.source_dir), trust_remote_code=False)
         return self._hf
 
+    def _encoder(self, fast: bool) -> Encode:
+        """``encode_batch_fast`` where asked and available (same ids, no character offsets)."""
+        if fast:
+            return getattr(self.backend, "encode_batch_fast", None) or self.backend.encode_batch
+        return self.backend.encode_batch
+
+    def _plain_ids(self, texts: Sequence[str], encode: Encode) -> list[list[int] | np.ndarray]:
+        """Ids without special tokens: a list per text up to ``piece_chars`` (one batch call),
+        an array of ``dtype`` per longer text (encoded in pieces)."""
+        out: list[list[int] | np.ndarray | None] = [None] * len(texts)
+        short = [i for i, t in enumerate(texts) if len(t) <= self.piece_chars]
+        if short:
+            encs = encode([texts[i] for i in short], add_special_tokens=False)
+            for i, e in zip(short, encs, strict=True):
+                out[i] = e.ids
+        for i, t in enumerate(texts):
+            if out[i] is None:
+                out[i] = self._piecewise_ids(t, encode)
+        return out  # type: ignore[return-value]
+
+    def _piecewise_ids(self, text: str, encode: Encode) -> np.ndarray:
+        """Ids of a long text encoded span by span between verified seams: the ids of encoding
+        it whole, while only one span's encoding is in memory at a time."""
+        bounds = [0, *self._seams(text, encode), len(text)]
+        done: list[tuple[int, np.ndarray]] = []  # (span start, its ids)
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            ids = self._span_ids(text, start, end, encode)
+            while ids is None:  # this seam is no token boundary after all: join the span before
+                start = done.pop()[0]
+                ids = self._span_ids(text, start, end, encode)
+            done.append((start, ids))
+        return np.concatenate([ids for _, ids in done])
+
+    def _span_ids(self, text: str, start: int, end: int, encode: Encode) -> np.ndarray | None:
+        """Ids of ``text[start:end]`` as they are inside the whole text (None: not separable)."""
+        if start == 0:
+            chunk = text if end == len(text) else text[:end]
+            return np.asarray(encode([chunk], add_special_tokens=False)[0].ids, dtype=self.dtype)
+        ids = _after_anchor(text[start - 1 : end], encode)
+        return None if ids is None else np.asarray(ids, dtype=self.dtype)
+
+    def _seams(self, text: str, encode: Encode) -> list[int]:
+        """Verified seams about ``piece_chars`` apart. Where none of the first ``SEAM_TRIES``
+        candidates in a piece's length holds, the piece grows by another piece's length (a
+        text with no seam at all is encoded whole)."""
+        seams: list[int] = []
+        target = self.piece_chars
+        while target < len(text):
+            seam = self._seam_near(text, target, encode)
+            if seam is None:
+                target += self.piece_chars
+            else:
+                seams.append(seam)
+                target = seam + self.piece_chars
+        return seams
+
+    def _seam_near(self, text: str, target: int, encode: Encode) -> int | None:
+        """The first candidate seam at or after ``target`` that holds, if one is found soon."""
+        stop = min(len(text), target + self.piece_chars)
+        for tries, m in enumerate(_SEAM.finditer(text, target, stop)):
+            if tries == SEAM_TRIES:
+                return None
+            if _seam_holds(text, m.start(), encode):
+                return m.start()
+        return None
+
     def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids without any special tokens."""
-        return [e.ids for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+        ids = self._plain_ids(texts, self.backend.encode_batch)
+        return [x.tolist() if isinstance(x, np.ndarray) else x for x in ids]
 
     @property
     def special_per_doc(self) -> int:
@@ -123,24 +209,21 @@ class Tokenizer:
         ``encode_documents``), without building id arrays or offsets."""
         if not texts:
             return []
-        encode = getattr(self.backend, "encode_batch_fast", None) or self.backend.encode_batch
         extra = self.special_per_doc
-        return [len(e.ids) + extra for e in encode(list(texts), add_special_tokens=False)]
+        return [len(ids) + extra for ids in self._plain_ids(texts, self._encoder(fast=True))]
 
     def encode_documents(self, texts: Sequence[str], *, fast: bool = False) -> list[np.ndarray]:
         """Token ids of whole documents with the BOS/EOS policy applied.
 
         ``fast``: through ``encode_batch_fast`` where the backend has it (same ids; it skips
         character offsets, which a data build never needs: ~25% less CPU, less memory)."""
-        encode = self.backend.encode_batch
-        if fast:
-            encode = getattr(self.backend, "encode_batch_fast", None) or encode
-        encs = encode(list(texts), add_special_tokens=False)
         dt = self.dtype
         pre, post = document_affixes(self.bos_id, self.eos_id, self.add_bos, self.add_eos)
         out = []
-        for e in encs:
-            ids = e.ids
+        for ids in self._plain_ids(texts, self._encoder(fast)):
+            if isinstance(ids, np.ndarray):
+                out.append(np.concatenate([np.asarray(pre, dt), ids, np.asarray(post, dt)]))
+                continue
             if pre or post:
                 ids = pre + ids + post
             out.append(np.asarray(ids, dtype=dt))
@@ -170,6 +253,7 @@ def _rebuild(
     source_dir: str | None,
     add_bos: bool,
     add_eos: bool,
+    piece_chars: int,
 ) -> Tokenizer:
     from tokenizers import Tokenizer as RustTokenizer
 
@@ -181,7 +265,27 @@ def _rebuild(
         source_dir=None if source_dir is None else Path(source_dir),
         add_bos=add_bos,
         add_eos=add_eos,
+        piece_chars=piece_chars,
     )
+
+
+def _after_anchor(chunk: str, encode: Encode) -> list[int] | None:
+    """Ids of ``chunk[1:]`` as they are after ``chunk[0]``: ``chunk`` encoded with its first
+    character as an anchor whose own ids are then dropped, so a tokenizer that marks the start
+    of a text (a SentencePiece '▁' dummy prefix) does not mark a piece's start. None when the
+    anchor's ids are not a prefix (the anchor is no token boundary there)."""
+    head, whole = encode([chunk[0], chunk], add_special_tokens=False)
+    k = len(head.ids)
+    ids = whole.ids
+    return ids[k:] if ids[:k] == head.ids else None
+
+
+def _seam_holds(text: str, seam: int, encode: Encode) -> bool:
+    """Whether a window around ``seam`` encodes to the same ids whole as split there."""
+    lo, hi = max(0, seam - SEAM_WINDOW), min(len(text), seam + SEAM_WINDOW)
+    whole, left = encode([text[lo:hi], text[lo:seam]], add_special_tokens=False)
+    right = _after_anchor(text[seam - 1 : hi], encode)
+    return right is not None and whole.ids == left.ids + right
 
 
 def resolve_tokenizer_dir(spec: str | Path | None) -> tuple[str, Path]:
