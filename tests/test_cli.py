@@ -49,8 +49,8 @@ def _exit_code(fn) -> int:
 
 def test_the_tree_has_every_stage() -> None:
     paths = {" ".join(p) for p, _ in COMMANDS}
-    for expected in ("data", "data demo-corpus", "data stats", "data build", "train", "eval",
-                     "report", "demo", "version"):
+    for expected in ("data", "data demo-corpus", "data stats", "data build", "data export",
+                     "train", "eval", "report", "demo", "ablate", "version"):
         assert expected in paths
 
 
@@ -118,3 +118,25 @@ def test_bad_option_value_exits_2(capsys) -> None:
         main(["demo", "--steps", "zero"])
     assert e.value.code == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_demo_flags_make_the_plan(monkeypatch, tmp_path: Path) -> None:
+    """`longctx demo` flags reach the plan it runs (run_demo captured: the demo itself takes
+    minutes); the defaults are the full plan into runs/demo."""
+    from longctx import demo
+
+    seen: list[tuple[Path, demo.DemoPlan]] = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, plan: seen.append((out, plan)))
+    main(["demo"])
+    assert seen[-1] == (Path("runs/demo"), demo.DemoPlan.full())
+    main(["demo", "--quick", "-o", str(tmp_path), "--steps", "3", "--rope-theta", "5e5"])
+    quick = demo.DemoPlan.quick()
+    quick.steps, quick.rope_theta = 3, 5e5
+    assert seen[-1] == (tmp_path, quick)
+    main(["demo", "--out", str(tmp_path), "--steps", "7"])
+    assert seen[-1][1].steps == 7 and not seen[-1][1].quick_mode
+    for argv in (["--steps", "0"], ["--rope-theta", "0.5"], ["--config", "x.yaml"]):
+        with pytest.raises(SystemExit) as e:
+            main(["demo", *argv])
+        assert e.value.code == 2
+    assert len(seen) == 3

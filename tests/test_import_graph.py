@@ -1,4 +1,6 @@
-"""The import graph of ``src/longctx`` has no cycles.
+"""The import graph of ``src/longctx`` has no cycles, and no stage imports another stage's
+command-line modules (``cli``/``commands``): only the top CLI (``longctx.cli`` and the stage
+groups it registers, ``longctx.stage_cli``) puts commands together.
 
 Built statically: every module is parsed with ``ast`` and every ``import longctx.x`` /
 ``from longctx.x import y`` / relative import becomes an edge, including imports inside
@@ -13,6 +15,12 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "longctx"
+STAGES = ("data", "mix", "pack", "train", "eval", "report", "ablate")
+CLI_MODULES = ("cli", "commands")
+# Cross-stage CLI imports still to be moved; each entry must still exist (a fixed one fails
+# the test until it is removed). ablate.run writes its report with report.cli.write_report:
+# write_report belongs in a report module that is not the CLI.
+PENDING = {("longctx.ablate.run", "longctx.report.cli")}
 
 
 def _modules() -> dict[str, Path]:
@@ -164,3 +172,37 @@ def test_no_import_cycles():
 def test_find_cycles_reports_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def _stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def cross_stage_cli_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(importer, imported) where a stage module imports another stage's cli/commands."""
+    out = set()
+    for name, targets in graph.items():
+        own = _stage(name)
+        if own is None:
+            continue
+        for t in targets:
+            parts = t.split(".")
+            if _stage(t) not in (None, own) and len(parts) > 2 and parts[2] in CLI_MODULES:
+                out.add((name, t))
+    return out
+
+
+def test_no_stage_imports_another_stages_cli():
+    found = cross_stage_cli_imports(import_graph())
+    assert found - PENDING == set(), "a stage imports another stage's CLI:\n" + "\n".join(
+        f"  {a} -> {b}" for a, b in sorted(found - PENDING))
+    assert PENDING <= found, f"fixed, remove from PENDING: {sorted(PENDING - found)}"
+
+
+def test_cross_stage_cli_rule_sees_a_violation():
+    graph = {"longctx.data.stats": {"longctx.pack.commands", "longctx.data.cli"},
+             "longctx.pack.build": {"longctx.eval.cli", "longctx.eval.loss"},
+             "longctx.cli": {"longctx.data.commands"}, "longctx.demo": {"longctx.eval.cli"}}
+    assert cross_stage_cli_imports(graph) == {("longctx.data.stats", "longctx.pack.commands"),
+                                              ("longctx.pack.build", "longctx.eval.cli")}

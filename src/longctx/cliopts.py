@@ -13,6 +13,10 @@ line < ``--set``. List fields are typed as comma-separated text (``--lengths 102
 dict fields as ``D=W,...`` pairs; ``parse`` turns the typed text into the config value where
 the flag needs its own parser (counts such as ``20K``).
 
+:func:`flag_command` is the same without ``--config`` and ``--set``, for commands whose few
+settings would make a YAML file pointless (``demo``, ``data export``, ``ablate``, whose own
+``--config`` is its ablation YAML).
+
 :func:`run_app` is the entry point of ``longctx`` and ``python -m longctx.train``: a user error
 (:class:`~longctx.errors.LongctxError`) or a usage error is one ``error: ...`` line on stderr
 and exit code 2.
@@ -55,6 +59,8 @@ class Flag:
     cli_type: Any = None  # the type typed on the command line (default: from the field)
     parse: Callable[[Any, str], Any] | None = None  # (typed value, flag name) -> config value
     argument: bool = False  # a positional argument (list fields: zero or more)
+    required: bool = False  # click refuses the command without it (the field default is None)
+    min: float | None = None  # smallest value the flag accepts (numbers)
 
 
 def opt(
@@ -106,10 +112,8 @@ def cli_type(f: dataclasses.Field, hint: Any) -> Any:
     if flag.cli_type is not None:
         return flag.cli_type
     tp = strip_optional(hint)
-    if flag.argument:
-        return list[str]
     if typing.get_origin(tp) in (list, tuple, dict):
-        return str
+        return list[str] if flag.argument else str
     return tp
 
 
@@ -131,13 +135,16 @@ def cli_default(f: dataclasses.Field) -> Any:
 def _field_param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
     flag = field_flag(f)
     tp = cli_type(f, hint)
+    default = ... if flag.required else cli_default(f)
     if flag.argument:
-        info = typer.Argument(None, help=flag.help, show_default=False)
+        info = typer.Argument(default, help=flag.help, show_default=False)
     else:
         kw: dict[str, Any] = {"help": flag.help, "rich_help_panel": flag.panel}
         if flag.show is not None:
             kw["show_default"] = flag.show
-        info = typer.Option(cli_default(f), *flag_names(f, hint), **kw)
+        if flag.min is not None:
+            kw["min"] = flag.min
+        info = typer.Option(default, *flag_names(f, hint), **kw)
     return param(f.name, tp, info)
 
 
@@ -179,6 +186,39 @@ def stage_command(
     """A typer command for config class ``cls``: ``head`` flags, one flag per field,
     ``tail`` flags, ``--config`` and ``--set``. It builds the config and calls
     ``run(cfg, **command_only_flags)``; its help is ``run``'s docstring."""
+    files = [
+        param("config", Path | None, typer.Option(None, *config_flags, help=config_help)),
+        param("set_", list[str] | None, typer.Option(None, "--set", help=set_help)),
+    ]
+
+    def build(cli: dict[str, Any], config: Path | None, set_: list[str] | None) -> Any:
+        return build_config(cls, config_file=config, cli=cli, overrides=set_ or ())
+
+    return _command(cls, run, head, tail, files, build)
+
+
+def flag_command(
+    cls: type,
+    run: Callable[..., Any],
+    *,
+    head: Sequence[inspect.Parameter] = (),
+    tail: Sequence[inspect.Parameter] = (),
+) -> Callable[..., Any]:
+    """:func:`stage_command` without ``--config`` and ``--set``: the config is built from
+    the dataclass defaults and the flags typed on the command line only."""
+    return _command(cls, run, head, tail, [], lambda cli: build_config(cls, cli=cli))
+
+
+def _command(
+    cls: type,
+    run: Callable[..., Any],
+    head: Sequence[inspect.Parameter],
+    tail: Sequence[inspect.Parameter],
+    files: Sequence[inspect.Parameter],
+    build: Callable[..., Any],
+) -> Callable[..., Any]:
+    """The command: ``build(typed field values, **files flags)`` makes the config, then
+    ``run(cfg, **head and tail flags)``."""
     extra = [*head, *tail]
     fields = [_field_param(f, hint) for f, hint in config_fields(cls)]
     params = [
@@ -186,19 +226,16 @@ def stage_command(
         *head,
         *fields,
         *tail,
-        param("config", Path | None, typer.Option(None, *config_flags, help=config_help)),
-        param("set_", list[str] | None, typer.Option(None, "--set", help=set_help)),
+        *files,
     ]
     names = [p.name for p in params]
     assert len(set(names)) == len(names), f"{cls.__name__}: duplicate flags {names}"
 
     def command(**kwargs: Any) -> Any:
         ctx = kwargs.pop("ctx")
-        config, overrides = kwargs.pop("config"), kwargs.pop("set_")
         extras = {p.name: kwargs.pop(p.name) for p in extra}
-        cfg = build_config(
-            cls, config_file=config, cli=cli_values(ctx, cls, kwargs), overrides=overrides or ()
-        )
+        sources = {p.name: kwargs.pop(p.name) for p in files}
+        cfg = build(cli_values(ctx, cls, kwargs), **sources)
         return run(cfg, **extras)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

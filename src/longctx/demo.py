@@ -20,12 +20,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from longctx.cliopts import flag_command, opt
 from longctx.errors import LongctxError
 from longctx.intervals import mean_interval, paired_loss_difference, spread
 from longctx.stage import manifest_bytes
@@ -166,17 +167,13 @@ def _steps(out: Path, plan: DemoPlan) -> list[Step]:
 def stage_app() -> typer.Typer:
     """The stage commands the demo runs (``data``, ``train``, ``eval``), as ``longctx`` has them.
 
-    Assembled from the stages' own command groups rather than imported from ``longctx.cli``,
-    which registers this module's ``demo`` command (importing it back would be a cycle).
+    Registered by :mod:`longctx.stage_cli`, as for ``longctx``; not imported from
+    ``longctx.cli``, which registers this module's ``demo`` command (a cycle).
     """
-    from longctx.data.cli import app as data_app
-    from longctx.eval.cli import app as eval_app
-    from longctx.train.cli import train_command
+    from longctx.stage_cli import add_stage_commands
 
     app = typer.Typer(name="longctx", add_completion=False, pretty_exceptions_enable=False)
-    app.add_typer(data_app, name="data")
-    app.command("train")(train_command)
-    app.add_typer(eval_app, name="eval")
+    add_stage_commands(app)
     return app
 
 
@@ -395,33 +392,35 @@ def _timing_table(console: Console, timings: list[tuple[str, str, float]], total
     console.print(table)
 
 
-def demo_command(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for every stage's output and the report.")
-    ] = Path("runs/demo"),
-    quick: Annotated[
-        bool,
-        typer.Option("--quick", help="Tiny grid, short sequences, 2 training steps (CI)."),
-    ] = False,
-    steps: Annotated[
-        int | None,
-        typer.Option("--steps", min=1, help="Training steps (default 12 of two 1,024-token "
-                     "rows; --quick: 2 of two 512-token rows)."),
-    ] = None,
-    rope_theta: Annotated[
-        float | None,
-        typer.Option("--rope-theta", min=1.0,
-                     help="RoPE base for continual pretraining (default 1e6; SmolLM2-135M has 1e5)."),
-    ] = None,
-) -> None:
+@dataclass
+class DemoConfig:
+    """``longctx demo`` settings: flags only (the plan itself is :class:`DemoPlan`)."""
+
+    out: Path = opt(Path("runs/demo"), "Folder for every stage's output and the report.",
+                    flags=("--out", "-o"))
+    quick: bool = opt(False, "Tiny grid, short sequences, 2 training steps (CI).",
+                      flags=("--quick",))
+    steps: int | None = opt(None, "Training steps (default 12 of two 1,024-token rows; "
+                            "--quick: 2 of two 512-token rows).", min=1)
+    rope_theta: float | None = opt(None, "RoPE base for continual pretraining (default 1e6; "
+                                   "SmolLM2-135M has 1e5).", min=1.0)
+
+    def plan(self) -> DemoPlan:
+        plan = DemoPlan.quick() if self.quick else DemoPlan.full()
+        if self.steps is not None:
+            plan.steps = self.steps
+        if self.rope_theta is not None:
+            plan.rope_theta = self.rope_theta
+        return plan
+
+
+def _demo(cfg: DemoConfig) -> None:
     """Run the whole pipeline offline on embedded defaults (demo corpus, SmolLM2-135M):
     corpus -> statistics -> per-source length-upsampled mixture with held-out documents ->
     loss and needle before training -> continual pretraining with an enlarged RoPE base ->
     loss and needle after -> what changed beyond noise -> report.
     Stages that already finished in --out are reused."""
-    plan = DemoPlan.quick() if quick else DemoPlan.full()
-    if steps is not None:
-        plan.steps = steps
-    if rope_theta is not None:
-        plan.rope_theta = rope_theta
-    run_demo(out, plan)
+    run_demo(cfg.out, cfg.plan())
+
+
+demo_command = flag_command(DemoConfig, _demo)

@@ -40,3 +40,36 @@ def test_stage_yamls_rebuild_the_ablations_own_configs(tmp_path):
         assert ["longctx", "eval", "loss", "--config", str(u.root / "loss.yaml"), "--data",
                 str(held), "--out", str(u.folder("loss"))] in cmds
     assert lines[-1].startswith("longctx ablate --out")
+
+
+def test_cli_print_commands_is_stage_commands_of_the_yaml_and_set(tmp_path, capsys):
+    """`longctx ablate -c YAML -o DIR --set ... --print-commands --nproc 2` prints what the
+    ablation's own config gives; --config, -o, --set and --nproc keep their meaning."""
+    from ..cli_helpers import run_main
+    from .ablate_helpers import CPU_PRESET
+
+    out, corpus = tmp_path / "abl", tmp_path / "corpus"
+    code, printed, err = run_main(["ablate", "-c", str(CPU_PRESET), "-o", str(out), "--set",
+                                   f"corpus.inputs={corpus}", "--set", "seeds=1",
+                                   "--print-commands", "--nproc", "2"], capsys)
+    assert code == 0, err
+    expected = stage_commands(cpu_config(out, corpus, "seeds=1"), nproc=2)
+    assert printed.splitlines() == expected
+    assert any("--nproc-per-node 2" in line for line in expected)
+
+
+def test_cli_dry_run_runs_nothing_and_nproc_below_1_is_a_usage_error(tmp_path, capsys):
+    from ..cli_helpers import assert_one_line_error, run_main
+    from .ablate_helpers import CPU_PRESET
+
+    out = tmp_path / "abl"
+    code, printed, err = run_main(["ablate", "--config", str(CPU_PRESET), "--out", str(out),
+                                   "--dry-run"], capsys)
+    assert code == 0, err
+    assert printed.strip().splitlines()[-1] == "config OK: 3 arm(s) x 2 seed(s)"
+    assert not out.exists()
+    code, _, err = run_main(["ablate", "-c", str(CPU_PRESET), "--nproc", "0",
+                             "--print-commands"], capsys)
+    assert_one_line_error(code, err, "--nproc")
+    code, _, err = run_main(["ablate", "--out", str(out)], capsys)
+    assert_one_line_error(code, err, "--config")

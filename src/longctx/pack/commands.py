@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from longctx.cliopts import param, stage_command
+from longctx.cliopts import flag_command, opt, param, stage_command
 from longctx.pack.build import BuildConfig
 
 
@@ -66,20 +67,25 @@ build_command = stage_command(
 )
 
 
-def export_command(
-    data_dir: Annotated[Path, typer.Argument(help="A folder written by `longctx data build`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    format: Annotated[str, typer.Option(
-        "--format", "-f",
-        help="paper: parquet in the schema of the paper's released dataset "
-        "(input_ids, labels = first token of the next row, source spans); jsonl: the same as JSONL.",
-    )] = "paper",
-    force: Annotated[
-        bool, typer.Option("--force", help="Rewrite even if a finished export matches.")
-    ] = False,
-) -> None:
+@dataclass
+class ExportConfig:
+    """``longctx data export`` settings: flags only (no YAML: four settings, one run)."""
+
+    data_dir: Path | None = opt(None, "A folder written by `longctx data build`.",
+                                argument=True, required=True)
+    out: Path | None = opt(None, "Output folder.", flags=("--out", "-o"), required=True)
+    format: str = opt("paper", "paper: parquet in the schema of the paper's released dataset "
+                      "(input_ids, labels = first token of the next row, source spans); "
+                      "jsonl: the same as JSONL.", flags=("--format", "-f"))
+    force: bool = opt(False, "Rewrite even if a finished export matches.", flags=("--force",))
+
+
+def _export(cfg: ExportConfig) -> None:
     """Export packed shards in the paper's released-dataset schema (parquet) or as JSONL."""
     from longctx.pack.export import run_export
 
-    m = run_export(data_dir, out, format, force=force)
-    typer.echo(f"{m['num_sequences']} rows -> {out} ({m['format']}, {len(m['files'])} file(s))")
+    m = run_export(cfg.data_dir, cfg.out, cfg.format, force=cfg.force)
+    typer.echo(f"{m['num_sequences']} rows -> {cfg.out} ({m['format']}, {len(m['files'])} file(s))")
+
+
+export_command = flag_command(ExportConfig, _export)

@@ -1,0 +1,36 @@
+"""The pipeline stages' commands (``data``, ``train``, ``eval``), registered in one place.
+
+Each stage declares its commands in its own ``commands.py`` / ``cli.py`` and imports no other
+stage's: ``data build`` and ``data export`` come from pack/commands.py and join the ``data``
+group here. ``longctx`` (cli.py) adds these to its command tree, and the demo
+(:func:`longctx.demo.stage_app`) runs them in-process; the demo cannot import cli.py, which
+registers the demo command (a cycle).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from longctx.data import commands as data_commands
+from longctx.eval.cli import app as eval_app
+from longctx.pack import commands as pack_commands
+from longctx.train.cli import train_command
+
+
+def data_app() -> typer.Typer:
+    """``longctx data ...``: corpus and statistics (data/), packed mixtures and exports (pack/)."""
+    app = typer.Typer(no_args_is_help=True)
+    app.command("demo-corpus")(data_commands.demo_corpus_command)
+    app.command("stats")(data_commands.stats_command)
+    app.command("build")(pack_commands.build_command)
+    app.command("export")(pack_commands.export_command)
+    return app
+
+
+def add_stage_commands(app: typer.Typer) -> None:
+    """Register ``data``, ``train`` and ``eval`` on ``app``."""
+    app.add_typer(data_app(), name="data",
+                  help="Corpus readers, statistics, mixtures, packed shards, exports.")
+    app.command("train")(train_command)
+    app.add_typer(eval_app, name="eval",
+                  help="Needle-in-a-haystack, loss by position and domain, BookQA.")
