@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from longctx.dtypes import EXPORT_DTYPES, TORCH_NAMES, normalize_dtype, resolve_dtype
 from longctx.errors import LongctxError
 from longctx.stage import write_json_atomic
 from longctx.train.distributed import Dist, barrier, broadcast_object
@@ -341,15 +342,15 @@ def _quiet_progress() -> Iterator[None]:
 
 
 def export_hf(
-    model: Any, wrapper: Any, tokenizer_dir: Path, dest: Path, d: Dist, dtype: str = "float32"
+    model: Any, wrapper: Any, tokenizer_dir: Path, dest: Path, d: Dist, dtype: str = "fp32"
 ) -> list[str]:
     """Write ``dest`` as a plain HF folder (safetensors, config.json, tokenizer files).
 
-    ``dtype`` is ``float32`` (the master weights as trained) or ``bfloat16`` (half the size).
+    ``dtype`` is ``fp32`` (the master weights as trained) or ``bf16`` (half the size);
+    config.json records it in transformers' spelling (``float32``, ``bfloat16``).
 
     Collective: under FSDP the full state dict is gathered to rank 0 on CPU.
     """
-    import torch
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     full = get_model_state_dict(
@@ -358,7 +359,8 @@ def export_hf(
     files: list[str] = []
     if d.is_main:
         sd = {k[len("lm."):] if k.startswith("lm.") else k: v for k, v in full.items()}
-        out_dtype = getattr(torch, dtype)
+        name = normalize_dtype(dtype, EXPORT_DTYPES, what="export_dtype")
+        out_dtype = resolve_dtype(name, "cpu")
         sd = {k: v.detach().to("cpu", out_dtype).contiguous() for k, v in sd.items()}
         if getattr(model.config, "tie_word_embeddings", False):
             sd.pop("lm_head.weight", None)  # FSDP hides the tie; the config restores it on load
@@ -371,7 +373,7 @@ def export_hf(
         # save_pretrained records the in-memory dtype; record the exported one instead
         config_file = tmp / "config.json"
         hf_config = json.loads(config_file.read_text())
-        hf_config["dtype"] = dtype
+        hf_config["dtype"] = TORCH_NAMES[name]
         config_file.write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         for f in sorted(Path(tokenizer_dir).iterdir()):
             if f.is_file() and (f.name.startswith("tokenizer") or f.name in (

@@ -18,14 +18,13 @@ from typing import Any
 
 from longctx.cliopts import opt
 from longctx.config import ConfigError, parse_count
+from longctx.dtypes import EXPORT_DTYPES, PRECISIONS, DtypeError, normalize_dtype
 from longctx.errors import LongctxError
 
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 SCHEDULES = ("constant", "cosine")
 DOC_MASKS = ("none", "mask")
-PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-EXPORT_DTYPES = ("float32", "bfloat16")
 TINY = "tiny"
 DATA_STAGE = "data.build"
 EVAL_STAGES = ("data.build", "data.heldout")
@@ -114,7 +113,8 @@ class TrainConfig:
     eval_every: int = opt(0, "Eval every K steps (and at the end).")
     eval_rows: int = opt(4, "Held-out rows per evaluation.")
     tensorboard: bool = opt(False, "Also log to OUT/tensorboard (needs tensorboard).")
-    export_dtype: str = opt("float32", "Dtype of OUT/final: float32 | bfloat16.")
+    export_dtype: str = opt("fp32", "Dtype of OUT/final: fp32 | bf16 (float32 and bfloat16 "
+                            "are read as these).")
     tiny_layers: int = opt(2, "tiny: decoder layers.", panel=_T)
     tiny_hidden: int = opt(64, "tiny: hidden size.", panel=_T)
     tiny_heads: int = opt(4, "tiny: attention heads.", panel=_T)
@@ -215,8 +215,13 @@ class TrainConfig:
             0 < self.rope_original_max_positions <= MAX_SEQ_LEN
         ):
             raise bad("rope_original_max_positions", f"must be in [1, {MAX_SEQ_LEN}]")
+        for key, allowed in {"precision": PRECISIONS, "export_dtype": EXPORT_DTYPES}.items():
+            try:  # normalised in place: old YAML's float32/bfloat16 become fp32/bf16
+                setattr(self, key, normalize_dtype(getattr(self, key), allowed, what=key))
+            except DtypeError:
+                raise bad(key, f"must be one of {', '.join(allowed)}") from None
         choices = {"rope_type": ROPE_TYPES, "schedule": SCHEDULES, "doc_mask": DOC_MASKS,
-                   "precision": PRECISIONS, "device": DEVICES, "export_dtype": EXPORT_DTYPES}
+                   "device": DEVICES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}")

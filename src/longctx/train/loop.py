@@ -31,6 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from longctx.dtypes import resolve_dtype
 from longctx.errors import LongctxError
 from longctx.stage import (
     Timer,
@@ -178,7 +179,7 @@ def _run(cfg: TrainConfig, out: Path, cfg_hash: str, d: distrib.Dist) -> dict[st
     # 1. processes, data, model ---------------------------------------------------------
     torch.manual_seed(cfg.seed + d.rank)
     on_gpu = d.device.type == "cuda"
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and on_gpu)
+    bf16 = resolve_dtype(cfg.precision, d.device) == torch.bfloat16
     rows = TrainRows(cfg.data, seq_len, cfg.doc_mask)
     rows_per_step = batch_tokens // seq_len
     if rows_per_step % (d.world * cfg.micro_batch):
