@@ -1,8 +1,10 @@
-"""Resolve and load causal LMs by name: the embedded ``smollm2-135m`` or a local HF folder.
+"""Build causal LMs: the embedded ``smollm2-135m``, a local HF folder, or a config (random init).
 
-Shared by training and evaluation. RoPE changes go through ``config.rope_parameters``
-(transformers 5.x silently ignores a ``rope_theta=`` keyword), *before* the model is built,
-so every rotary module is created with the new frequencies.
+:func:`load_causal_lm` builds every model of training and evaluation, from a folder or from
+a config with random init. RoPE changes go through ``config.rope_parameters``
+(:func:`longctx.rope.apply_rope`; transformers 5.x silently ignores a ``rope_theta=``
+keyword), *before* the model is built, so every rotary module is created with the new
+frequencies.
 
 Loading is safe for folders received from others: ``config.json`` is read as plain JSON
 first and must name an architecture built into transformers (a folder's own code, e.g.
@@ -13,6 +15,7 @@ and weights are read only from safetensors (a pickled ``pytorch_model.bin`` is r
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,36 +102,42 @@ def from_pretrained(folder: Path, **kwargs: Any) -> Any:
     )
 
 
-def set_rope_theta(config: Any, rope_theta: float, min_positions: int | None = None) -> Any:
-    """Set the RoPE base in ``config.rope_parameters`` and raise max positions if needed."""
-    if rope_theta <= 0:
-        raise ModelError(f"rope_theta must be positive, got {rope_theta}")
-    params = dict(getattr(config, "rope_parameters", None) or {"rope_type": "default"})
-    params["rope_theta"] = float(rope_theta)
-    config.rope_parameters = params
-    if min_positions and getattr(config, "max_position_embeddings", 0) < min_positions:
-        config.max_position_embeddings = int(min_positions)
-    return config
-
-
 def load_causal_lm(
-    spec: str | Path,
+    source: str | Path | Any,
     *,
-    rope_theta: float | None = None,
+    rope: Mapping[str, Any] | None = None,
     min_positions: int | None = None,
     dtype: Any = None,
     attn_implementation: str = "sdpa",
-) -> tuple[Any, Path]:
-    """Load (model, folder) with an optional RoPE base override applied before construction."""
-    folder = resolve_model_dir(spec)
-    config = load_config(folder)
-    if rope_theta is not None:
-        set_rope_theta(config, rope_theta, min_positions)
-    elif min_positions and config.max_position_embeddings < min_positions:
-        config.max_position_embeddings = int(min_positions)
-    kwargs: dict[str, Any] = {"config": config, "attn_implementation": attn_implementation}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    model = from_pretrained(folder, **kwargs)
+    seed: int = 0,
+) -> tuple[Any, Path | None, dict[str, Any]]:
+    """(model on CPU, its folder or None, its rope_parameters): every model train and eval build.
+
+    ``source`` is ``smollm2-135m`` or a local folder (checked, then its weights loaded) or a
+    transformers config (random init from ``torch.manual_seed(seed)``, e.g. train's ``tiny``;
+    the config is changed in place). ``rope`` holds the keywords of
+    :func:`longctx.rope.apply_rope`, applied to the config before construction; ``None`` keeps
+    the model's RoPE. ``max_position_embeddings`` is raised to ``min_positions`` (except for
+    dynamic NTK, where it is the original length). ``dtype`` is a ``torch.dtype``, default fp32.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from longctx.rope import apply_rope
+
+    if isinstance(source, (str, Path)):
+        folder: Path | None = resolve_model_dir(source)
+        config = load_config(folder)  # plain JSON checks first: never runs folder code
+    else:
+        folder, config = None, source
+    params = apply_rope(config, **dict(rope or {}), seq_len=min_positions)
+    config.use_cache = False
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation,
+                              "dtype": dtype if dtype is not None else torch.float32}
+    if folder is None:
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, **kwargs)
+    else:
+        model = from_pretrained(folder, config=config, **kwargs)
     model.config.use_cache = False
-    return model, folder
+    return model, folder, params

@@ -1,8 +1,10 @@
 """RoPE configuration for context extension, plus closed-form inverse frequencies.
 
 transformers 5.x reads the rotary base from ``config.rope_parameters["rope_theta"]`` (a
-``rope_theta=`` keyword to ``from_pretrained`` is silently ignored), so every change goes
-through :func:`apply_rope` on the config *before* the model is built.
+``rope_theta=`` keyword to ``from_pretrained`` is silently ignored), so every change, the
+trained RoPE of ``longctx train`` and the ``--rope-theta`` override of ``longctx eval``
+alike, goes through :func:`apply_rope` on the config *before* the model is built (by
+:func:`longctx.models.load_causal_lm`).
 
 Supported types (the keys transformers expects):
 
@@ -89,7 +91,7 @@ def rope_parameters(
 def apply_rope(
     config: Any,
     *,
-    rope_type: str = "default",
+    rope_type: str | None = None,
     theta: float | None = None,
     factor: float | None = None,
     original_max_positions: int | None = None,
@@ -97,26 +99,39 @@ def apply_rope(
     high_freq_factor: float = 4.0,
     seq_len: int | None = None,
 ) -> dict[str, Any]:
-    """Set ``config.rope_parameters`` (and max positions) for training; returns the dict.
+    """Set ``config.rope_parameters`` (and max positions) before construction; returns the dict.
 
-    ``theta=None`` keeps the model's base. ``max_position_embeddings`` is raised to at least
-    ``seq_len`` except for ``dynamic`` (there it is transformers' original length L0).
+    ``rope_type=None`` keeps the model's own RoPE parameters (every key, e.g. a checkpoint's
+    YaRN settings) and ``theta`` then replaces only their base: eval's ``--rope-theta``.
+    A type rewrites the parameters from the arguments (training). ``theta=None`` keeps the
+    model's base. ``max_position_embeddings`` is raised to at least ``seq_len`` except for
+    ``dynamic`` (there it is transformers' original length L0, and raising it would switch
+    the scaling off).
     """
     current = dict(getattr(config, "rope_parameters", None) or {})
-    base = float(theta if theta is not None else current.get("rope_theta", 10_000.0))
     old_max = int(getattr(config, "max_position_embeddings", 0) or 0)
-    if original_max_positions is None and rope_type in ("yarn", "llama3", "dynamic"):
-        original_max_positions = old_max
-    params = rope_parameters(
-        rope_type, base, factor=factor, original_max_positions=original_max_positions,
-        low_freq_factor=low_freq_factor, high_freq_factor=high_freq_factor,
-    )
-    config.rope_parameters = params
-    if rope_type == "dynamic":
-        config.max_position_embeddings = int(original_max_positions or old_max)
+    if rope_type is None:
+        params = current or {"rope_type": "default"}
+        if theta is not None:
+            if not theta > 0:
+                raise RopeError(f"rope_theta must be positive, got {theta}")
+            params["rope_theta"] = float(theta)
+            config.rope_parameters = params
+    else:
+        base = float(theta if theta is not None else current.get("rope_theta", 10_000.0))
+        if original_max_positions is None and rope_type in ("yarn", "llama3", "dynamic"):
+            original_max_positions = old_max
+        params = rope_parameters(
+            rope_type, base, factor=factor, original_max_positions=original_max_positions,
+            low_freq_factor=low_freq_factor, high_freq_factor=high_freq_factor,
+        )
+        config.rope_parameters = params
+    if params.get("rope_type") == "dynamic":
+        if rope_type is not None:
+            config.max_position_embeddings = int(original_max_positions or old_max)
     elif seq_len and old_max < seq_len:
         config.max_position_embeddings = int(seq_len)
-    return params
+    return dict(params)
 
 
 # ---------------------------------------------------------------------- closed forms

@@ -12,7 +12,7 @@ def test_train_modules_import_without_optional_packages():
     code = (
         "import sys\n"
         "import longctx.train.cli, longctx.train.loop, longctx.train.checkpoint\n"
-        "import longctx.train.memory, longctx.train.distributed, longctx.train.rope\n"
+        "import longctx.train.memory, longctx.train.distributed, longctx.rope\n"
         "import longctx.train.__main__, longctx.models\n"
         f"bad = [m for m in {BANNED!r} if m in sys.modules]\n"
         "assert not bad, bad\n"

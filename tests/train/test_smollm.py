@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from longctx.config import build_config
+from longctx.rope import closed_form_inv_freq, model_inv_freq
 from longctx.train.config import TrainConfig
 from longctx.train.loop import train
-from longctx.train.rope import closed_form_inv_freq, model_inv_freq
 
 
 @pytest.mark.slow

@@ -104,7 +104,7 @@ def test_builtin_architecture_with_auto_map_loads_without_its_code(tmp_path):
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "modeling_evil.py").write_text(CODE.format(marker=str(marker)))
-    model, _ = load_causal_lm(folder)
+    model, _, _ = load_causal_lm(folder)
     assert type(model).__name__ == "LlamaForCausalLM"
     assert not marker.exists()
 

@@ -30,18 +30,6 @@ def pick_device(device: str = "auto") -> Any:
     return torch.device(device)
 
 
-def pick_dtype(dtype: str, device: Any) -> Any:
-    """``auto`` = bf16 on CUDA, fp32 on CPU; else fp32|bf16|fp16."""
-    import torch
-
-    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if dtype == "auto":
-        return torch.bfloat16 if getattr(device, "type", "cpu") == "cuda" else torch.float32
-    if dtype not in table:
-        raise EvalError(f"dtype {dtype!r}: expected auto, fp32, bf16 or fp16")
-    return table[dtype]
-
-
 def load_eval_model(
     model: str,
     *,
@@ -50,12 +38,24 @@ def load_eval_model(
     dtype: str = "auto",
     device: str = "auto",
 ) -> tuple[Any, Any]:
-    """(model in eval mode on its device, model folder) with the RoPE base override applied."""
+    """(model in eval mode on its device, model folder) with the RoPE base override applied.
+
+    ``rope_theta`` replaces only the base of the model's own RoPE parameters; ``dtype`` is a
+    name of :mod:`longctx.dtypes` (``auto``: bf16 on CUDA, fp32 on CPU).
+    """
+    from longctx.dtypes import DtypeError, resolve_dtype
     from longctx.models import load_causal_lm
 
     dev = pick_device(device)
-    lm, folder = load_causal_lm(
-        model, rope_theta=rope_theta, min_positions=max_length, dtype=pick_dtype(dtype, dev)
+    try:
+        torch_dtype = resolve_dtype(dtype, dev)
+    except DtypeError as e:
+        raise EvalError(str(e)) from None
+    lm, folder, _ = load_causal_lm(
+        model,
+        rope=None if rope_theta is None else {"theta": rope_theta},
+        min_positions=max_length,
+        dtype=torch_dtype,
     )
     lm.to(dev).eval()
     return lm, folder

@@ -1,7 +1,8 @@
 """Build the model to train: ``tiny`` (random 2-layer LLaMA), ``smollm2-135m`` or a local folder.
 
-RoPE is applied to the *config* before the weights are loaded (see ``rope.py``), so the
-rotary module is constructed with the trained frequencies. :class:`CausalLMWithLoss` wraps
+Every model is built by :func:`longctx.models.load_causal_lm`, the one builder eval uses
+too; RoPE is applied to the *config* before the weights are loaded (``longctx.rope``), so
+the rotary module is constructed with the trained frequencies. :class:`CausalLMWithLoss` wraps
 the HF model so the loss is computed in sequence chunks (``loss.py``) and so FSDP's root
 hooks see one forward that covers embeddings, decoder and head.
 """
@@ -42,44 +43,38 @@ def attention_implementation(device_type: str, doc_mask: str) -> str:
 def build_model(cfg: TrainConfig, *, device_type: str = "cpu") -> tuple[Any, Path, dict]:
     """(HF model in fp32 on CPU, tokenizer dir, rope_parameters) for ``cfg``."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from longctx.data.tokenizer import load_tokenizer
-    from longctx.models import from_pretrained, load_config, resolve_model_dir
-    from longctx.train.rope import apply_rope
+    from longctx.models import load_causal_lm
 
     seq_len = cfg.resolved_seq_len()
     tok_dir = tokenizer_dir_for(cfg.model, cfg.data_manifest)
-    attn = attention_implementation(device_type, cfg.doc_mask)
     if cfg.model == TINY:
         tok = load_tokenizer(tok_dir)
-        hf_config = tiny_config(cfg, tok.vocab_size, tok.bos_id, tok.eos_id)
-        folder = None
+        source: Any = tiny_config(cfg, tok.vocab_size, tok.bos_id, tok.eos_id)
     else:
-        folder = resolve_model_dir(cfg.model)
-        hf_config = load_config(folder)  # plain JSON checks first: never runs folder code
-    params = apply_rope(
-        hf_config,
-        rope_type=cfg.rope_type,
-        theta=cfg.rope_theta,
-        factor=cfg.rope_factor,
-        original_max_positions=cfg.rope_original_max_positions,
-        low_freq_factor=cfg.rope_low_freq_factor,
-        high_freq_factor=cfg.rope_high_freq_factor,
-        seq_len=seq_len,
+        source = cfg.model
+    model, _, params = load_causal_lm(
+        source,
+        rope=train_rope(cfg),
+        min_positions=seq_len,
+        dtype=torch.float32,
+        attn_implementation=attention_implementation(device_type, cfg.doc_mask),
+        seed=cfg.seed,
     )
-    hf_config.use_cache = False
-    if folder is None:
-        torch.manual_seed(cfg.seed)
-        model = AutoModelForCausalLM.from_config(
-            hf_config, attn_implementation=attn, dtype=torch.float32
-        )
-    else:
-        model = from_pretrained(
-            folder, config=hf_config, attn_implementation=attn, dtype=torch.float32
-        )
-    model.config.use_cache = False
     return model, tok_dir, params
+
+
+def train_rope(cfg: TrainConfig) -> dict[str, Any]:
+    """The :func:`longctx.rope.apply_rope` keywords of the RoPE ``cfg`` trains with."""
+    return {
+        "rope_type": cfg.rope_type,
+        "theta": cfg.rope_theta,
+        "factor": cfg.rope_factor,
+        "original_max_positions": cfg.rope_original_max_positions,
+        "low_freq_factor": cfg.rope_low_freq_factor,
+        "high_freq_factor": cfg.rope_high_freq_factor,
+    }
 
 
 class CausalLMWithLoss:
