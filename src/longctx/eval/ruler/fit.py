@@ -1,0 +1,153 @@
+"""Exact prompt lengths: choose how much haystack a prompt gets so that it is exactly
+``budget`` tokens in the model's tokenizer.
+
+RULER grows the haystack in coarse steps (500 essay words, 25 sentences, 10 documents) and
+keeps the largest size whose prompt plus ``tokens_to_generate`` fits, so its prompts are
+up to one step short. We search the same haystack units one at a time, then append a
+*pad*: the first ``c`` characters of more haystack of the same kind (the next essay
+words, noise sentences, distractor lines, list entries, documents), choosing ``c`` so the
+whole prompt re-tokenizes to exactly ``budget`` ids. Counting always tokenizes the whole
+prompt text, so the text and the ids the model gets agree; no seams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from longctx.errors import LongctxError
+
+
+class RulerLengthError(LongctxError):
+    """The requested length cannot hold this task's prompt (or cannot be hit exactly)."""
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One rendered prompt: the full text the model reads and what counts as the answer."""
+
+    prompt: str
+    answers: list[str]
+    answer_prefix: str
+
+
+class Renderer(Protocol):
+    """A task instance with its random choices fixed; only the haystack size varies."""
+
+    min_units: int
+    max_units: int | None
+
+    def render(self, units: int, pad_chars: int) -> Draft: ...
+
+
+@dataclass(frozen=True)
+class Fitted:
+    draft: Draft
+    ids: list[int]
+    units: int
+    pad_chars: int
+
+
+class TokenCounter:
+    """Model-facing ids of a prompt: the tokenizer's own leading specials (BOS for LLaMA,
+    none for SmolLM2) followed by the prompt's plain ids."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from longctx.eval.needle import leading_special_ids
+
+        self.backend = tokenizer.backend
+        self.specials = leading_special_ids(self.backend)
+        self._encode = getattr(self.backend, "encode_batch_fast", None) or self.backend.encode_batch
+
+    def ids(self, text: str) -> list[int]:
+        return self.specials + list(self._encode([text], add_special_tokens=False)[0].ids)
+
+
+_PAD_RETRIES = 4  # haystack sizes below the largest fitting one to try a pad on
+
+
+def fit_exact(renderer: Renderer, budget: int, counter: TokenCounter) -> Fitted:
+    """The largest haystack whose prompt fits ``budget``, padded to exactly ``budget``."""
+    counts: dict[tuple[int, int], int] = {}
+
+    def n_tokens(units: int, pad: int = 0) -> int:
+        key = (units, pad)
+        if key not in counts:
+            counts[key] = len(counter.ids(renderer.render(units, pad).prompt))
+        return counts[key]
+
+    def fitted(units: int, pad: int) -> Fitted:
+        draft = renderer.render(units, pad)
+        return Fitted(draft, counter.ids(draft.prompt), units, pad)
+
+    lo = renderer.min_units
+    if n_tokens(lo) > budget:
+        raise RulerLengthError(
+            f"length too short: the smallest prompt of this task is {n_tokens(lo)} tokens, "
+            f"the budget is {budget}"
+        )
+    best = _largest_fitting(lambda u: n_tokens(u) <= budget, lo, renderer.max_units,
+                            _estimate(n_tokens, lo, budget))
+    for units in range(best, max(lo, best - _PAD_RETRIES) - 1, -1):
+        if n_tokens(units) == budget:
+            return fitted(units, 0)
+        pad = _exact_pad(lambda c, u=units: n_tokens(u, c), budget)
+        if pad is not None:
+            return fitted(units, pad)
+    raise RulerLengthError(f"no haystack size and pad give exactly {budget} tokens")
+
+
+def _estimate(n_tokens: Callable[[int], int], lo: int, budget: int) -> int:
+    """A first guess from the tokens one more unit adds near the minimum."""
+    probe = max(lo + 1, 2 * lo)
+    per_unit = max(1e-9, (n_tokens(probe) - n_tokens(lo)) / (probe - lo))
+    return lo + int((budget - n_tokens(lo)) / per_unit)
+
+
+def _largest_fitting(fits: Callable[[int], bool], lo: int, hi: int | None, guess: int) -> int:
+    """Largest u >= lo with fits(u) (fits(lo) holds), by galloping from ``guess`` then
+    bisecting; the answer u has fits(u) and not fits(u + 1) (or u == hi)."""
+    guess = max(lo, guess if hi is None else min(guess, hi))
+    good, bad = lo, None
+    step = max(1, guess // 64)
+    if fits(guess):
+        good = guess
+        probe = guess + step
+        while (hi is None or probe <= hi) and fits(probe):
+            good, step = probe, step * 2
+            probe = good + step
+        bad = probe if hi is None or probe <= hi else hi + 1
+    else:
+        bad = guess
+        probe = guess - step
+        while probe > lo and not fits(probe):
+            bad, step = probe, step * 2
+            probe = bad - step
+        good = max(lo, probe)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if fits(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+def _exact_pad(n_tokens: Callable[[int], int], budget: int) -> int | None:
+    """Pad length c with n_tokens(c) == budget, or None: bisect for the largest fitting
+    c, then look at its neighbours (adding a character can merge or split tokens)."""
+    if n_tokens(0) > budget:
+        return None
+    hi = 8
+    while n_tokens(hi) <= budget:
+        if n_tokens(hi) == budget:
+            return hi
+        hi *= 2
+        if hi > 1 << 22:
+            return None
+    good = _largest_fitting(lambda c: n_tokens(c) <= budget, 0, hi, hi // 2)
+    for c in (good, *range(good - 1, max(-1, good - 9), -1), *range(good + 1, good + 9)):
+        if c >= 0 and n_tokens(c) == budget:
+            return c
+    return None
