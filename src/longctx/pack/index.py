@@ -1,0 +1,266 @@
+"""Pass 1 of ``data build``: index one corpus file without tokenizing it (but a small sample).
+
+For every document: the held-out draw (a hash of its text); otherwise the keep draw and the
+priority from (seed, ``<file id>:<line>``), exactly as selection uses them. A document whose
+UTF-8 bytes prove it shorter than the threshold and whose keep draw rejects it can never be
+eligible: it is only counted. Every other one is a *candidate*: its line, domain, bytes,
+priority and kept flag go to a compact ``.npz`` index (held-out documents to their own
+arrays), so later rounds can tokenize candidates in priority order, only as far as the
+budgets need.
+
+A uniform random sample is tokenized for the tokens-per-byte ratio of each domain: the
+documents whose keep draw falls below ``SAMPLE_RATE`` (the draw is independent of length),
+topped up per domain and file with the next-lowest draws to ``TOPUP_DOCS`` documents or
+``TOPUP_BYTES`` bytes, each sampled text cut to ``SAMPLE_CHARS`` characters (so one huge
+document cannot make the sample expensive). A JSON marker written last makes the index
+reusable by a rerun with the same settings.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longctx.data.readers import Fields, domain_code_dtype, iter_file
+from longctx.mix.heldout import heldout_draw, is_heldout
+from longctx.mix.sampling import doc_draws, keeps_short
+from longctx.pack.tok import TokenizerSpec
+
+SAMPLE_RATE = 0.01
+TOPUP_DOCS = 16
+TOPUP_BYTES = 32 << 10
+SAMPLE_CHARS = 16 << 10
+SAMPLE_BATCH_CHARS = 1 << 20  # bounds the memory of one encode_batch
+SAMPLE_SETTINGS = [SAMPLE_RATE, TOPUP_DOCS, TOPUP_BYTES, SAMPLE_CHARS]
+
+INDEX_KEYS = (
+    "docs",  # documents read (held-out ones not included)
+    "bytes",  # their UTF-8 bytes
+    "candidate_docs",  # documents that may be eligible (indexed)
+    "candidate_bytes",
+    "kept_docs",  # candidates whose keep draw keeps them whatever their length
+    "kept_bytes",
+    "untok_docs",  # provably short and rejected by the keep draw: never eligible
+    "untok_bytes",
+    "sample_docs",  # the tokenized sample (text cut to SAMPLE_CHARS)
+    "sample_bytes",
+    "sample_tokens",  # with BOS/EOS
+    "heldout_docs",
+    "heldout_bytes",
+)
+
+
+@dataclass(frozen=True)
+class IndexTask:
+    index: int  # position of the file in the sorted input list (manifest ``files``)
+    path: str
+    rel: str  # stable file id used in document ids
+    work_dir: str
+    index_hash: str  # the settings the index depends on (a rerun with others redoes it)
+    tokenizer: TokenizerSpec
+    text_field: str
+    domain_field: str
+    seed: int
+    long_threshold: int
+    keep: float  # probability a short document is eligible (1.0: no length rule)
+    strict: bool
+    heldout: float = 0.0  # fraction of documents (by content hash) set aside for evaluation
+    heldout_seed: int = 0
+
+
+def index_paths(work_dir: str | Path, index: int) -> tuple[Path, Path]:
+    """(arrays, marker) of a file's index."""
+    stem = Path(work_dir) / f"{index:07d}.index"
+    return stem.with_suffix(".npz"), stem.with_suffix(".done")
+
+
+def load_index_done(task: IndexTask) -> dict[str, Any] | None:
+    """The summary of a finished index of this file with the same settings, if any."""
+    arrays, marker = index_paths(task.work_dir, task.index)
+    try:
+        summary = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if (summary.get("index_hash") != task.index_hash
+            or summary.get("sample") != SAMPLE_SETTINGS or not arrays.is_file()):
+        return None
+    return summary
+
+
+def load_index(work_dir: str | Path, index: int) -> dict[str, np.ndarray]:
+    """A file's index arrays: candidates (``line``, ``domain``, ``nbytes``, ``priority``,
+    ``kept``) and held-out documents (``held_line``, ``held_domain``, ``held_nbytes``,
+    ``held_priority``); domain codes index the summary's ``domains``."""
+    with np.load(index_paths(work_dir, index)[0]) as z:
+        return {k: z[k] for k in z.files}
+
+
+class _Sample:
+    """One domain's tokenized sample: the rate sample as it streams, plus the lowest draws
+    above the rate that a top-up may still need (at most TOPUP_DOCS texts held)."""
+
+    def __init__(self) -> None:
+        self.reserve: list[tuple[float, int, str, int]] = []  # max-heap by draw: (-u, line, ...)
+        self.reserve_bytes = 0
+
+    def offer(self, u: float, line: int, text: str) -> None:
+        cut = text[:SAMPLE_CHARS]
+        nbytes = len(cut.encode("utf-8", "surrogatepass"))
+        heapq.heappush(self.reserve, (-u, line, cut, nbytes))
+        self.reserve_bytes += nbytes
+        # drop the highest draw while the lower ones already reach a top-up limit
+        while len(self.reserve) > TOPUP_DOCS or (
+            len(self.reserve) > 1 and self.reserve_bytes - self.reserve[0][3] >= TOPUP_BYTES
+        ):
+            self.reserve_bytes -= heapq.heappop(self.reserve)[3]
+
+    def topup(self, docs: int, nbytes: int) -> list[tuple[str, int]]:
+        """(text, bytes) to add to a rate sample of ``docs`` documents and ``nbytes`` bytes."""
+        out = []
+        for _, _, cut, n in sorted(self.reserve, key=lambda r: (-r[0], r[1])):
+            if docs >= TOPUP_DOCS or nbytes >= TOPUP_BYTES:
+                break
+            out.append((cut, n))
+            docs += 1
+            nbytes += n
+        return out
+
+
+class _Tokenized:
+    """Tokenize sampled texts in bounded batches; count their tokens per domain."""
+
+    def __init__(self, task: IndexTask, stats: dict[str, Counter]) -> None:
+        self.task = task
+        self.stats = stats
+        self.tok: Any = None
+        self.batch: list[tuple[str, str, int]] = []  # (domain, text, bytes)
+        self.chars = 0
+
+    def add(self, domain: str, text: str, nbytes: int) -> None:
+        self.batch.append((domain, text, nbytes))
+        self.chars += len(text)
+        if self.chars >= SAMPLE_BATCH_CHARS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        if self.tok is None:  # the backend is parsed once per process (rust_tokenizer)
+            self.tok = self.task.tokenizer.load()
+        ids = self.tok.encode_documents([t for _, t, _ in self.batch], fast=True)
+        for (domain, _, nbytes), doc_ids in zip(self.batch, ids, strict=True):
+            st = self.stats[domain]
+            st["sample_docs"] += 1
+            st["sample_bytes"] += nbytes
+            st["sample_tokens"] += len(doc_ids)
+        self.batch, self.chars = [], 0
+
+
+class _Columns:
+    """Growing compact columns (8 bytes a value, not a Python object each)."""
+
+    def __init__(self, **typecodes: str) -> None:
+        self.cols = {k: array(t) for k, t in typecodes.items()}
+
+    def append(self, **values: int) -> None:
+        for k, v in values.items():
+            self.cols[k].append(v)
+
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        return {prefix + k: np.frombuffer(v, dtype=v.typecode).copy() if len(v)
+                else np.zeros(0, dtype=v.typecode) for k, v in self.cols.items()}
+
+
+def index_file(task: IndexTask) -> dict[str, Any]:
+    """Index one file; write its arrays and marker; return the marker's summary."""
+    cpu0 = time.process_time()
+    fields = Fields(text=task.text_field, domain=task.domain_field)
+    skipped: Counter = Counter()
+    stats: dict[str, Counter] = {}
+    domains: list[str] = []
+    code: dict[str, int] = {}
+    cand = _Columns(line="q", domain="l", nbytes="q", priority="Q", kept="b")
+    held = _Columns(line="q", domain="l", nbytes="q", priority="Q")
+    samples: dict[str, _Sample] = {}
+    tokenized = _Tokenized(task, stats)
+    room = task.long_threshold - task.tokenizer.specials_per_doc - 1
+    for doc in iter_file(task.path, fields, skipped, task.strict):
+        c = code.get(doc.domain)
+        if c is None:
+            c = code[doc.domain] = len(domains)
+            domains.append(doc.domain)
+            stats[doc.domain] = Counter()
+            samples[doc.domain] = _Sample()
+        st = stats[doc.domain]
+        nbytes = len(doc.text.encode("utf-8", "surrogatepass"))
+        if task.heldout:
+            hu, hprio = heldout_draw(task.heldout_seed, doc.text)
+            if is_heldout(hu, task.heldout):
+                held.append(line=doc.index, domain=c, nbytes=nbytes, priority=hprio)
+                st["heldout_docs"] += 1
+                st["heldout_bytes"] += nbytes
+                continue
+        st["docs"] += 1
+        st["bytes"] += nbytes
+        u, prio = doc_draws(task.seed, f"{task.rel}:{doc.index}")
+        if u < SAMPLE_RATE:
+            cut = doc.text[:SAMPLE_CHARS]
+            tokenized.add(doc.domain, cut, len(cut.encode("utf-8", "surrogatepass")))
+        else:
+            samples[doc.domain].offer(u, doc.index, doc.text)
+        kept = keeps_short(u, task.keep)
+        # A token covers at least one byte (a SentencePiece dummy prefix may add one more),
+        # so a document of fewer than threshold - specials - 1 bytes cannot be long.
+        if nbytes < room and not kept:
+            st["untok_docs"] += 1
+            st["untok_bytes"] += nbytes
+            continue
+        st["candidate_docs"] += 1
+        st["candidate_bytes"] += nbytes
+        if kept:
+            st["kept_docs"] += 1
+            st["kept_bytes"] += nbytes
+        cand.append(line=doc.index, domain=c, nbytes=nbytes, priority=prio, kept=int(kept))
+    tokenized.flush()
+    for d in domains:
+        st = stats[d]
+        for text, n in samples[d].topup(st["sample_docs"], st["sample_bytes"]):
+            tokenized.add(d, text, n)
+    tokenized.flush()
+    arrays = {**cand.arrays(), **held.arrays("held_")}
+    dom_dtype = domain_code_dtype(len(domains))
+    arrays["domain"] = arrays["domain"].astype(dom_dtype)
+    arrays["held_domain"] = arrays["held_domain"].astype(dom_dtype)
+    arrays["kept"] = arrays["kept"].astype(bool)
+    path, marker = index_paths(task.work_dir, task.index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    summary = {
+        "index_hash": task.index_hash,
+        "sample": SAMPLE_SETTINGS,
+        "index": task.index,
+        "file": task.rel,
+        "domains": domains,  # codes used in the arrays
+        "stats": {d: {k: int(stats[d].get(k, 0)) for k in INDEX_KEYS} for d in sorted(stats)},
+        "skipped": dict(sorted(skipped.items())),
+        "cpu_s": round(time.process_time() - cpu0, 4),
+    }
+    tmp_marker = marker.with_suffix(".done.tmp")
+    tmp_marker.write_text(json.dumps(summary))
+    os.replace(tmp_marker, marker)
+    return summary
+
+
+def index_or_load(task: IndexTask) -> dict[str, Any]:
+    return load_index_done(task) or index_file(task)
