@@ -182,11 +182,13 @@ def _frames(pieces: list[bytes], rnd: random.Random) -> tuple[bytes, list[int]]:
     return out.getvalue(), offsets
 
 
-def _cut_bytes(data: bytes, rnd: random.Random, at_lines: bool) -> list[bytes]:
+def _cut_bytes(
+    data: bytes, rnd: random.Random, at_lines: bool, max_piece: int = 30_000
+) -> list[bytes]:
     """Pieces of ``data`` of random sizes, cut after a newline or anywhere (mid-line)."""
     pieces, pos = [], 0
     while pos < len(data):
-        end = min(len(data), pos + rnd.randint(1, 30_000))
+        end = min(len(data), pos + rnd.randint(1, max_piece))
         if at_lines:
             nl = data.find(b"\n", end - 1)
             end = len(data) if nl < 0 else nl + 1
@@ -300,3 +302,26 @@ def test_real_redpajama_files_split_like_the_whole(redpajama_samples, slimpajama
     zst.write_bytes(blob)
     assert _unsplit(zst, Fields()) == _unsplit(slimpajama_jsonl, Fields())
     assert _assert_split_equals_unsplit(zst, targets=(100_000,))[100_000] > 5
+
+
+def test_broken_big_frame_fails_after_the_same_output(tmp_path):
+    """A frame broken deep inside fails mid-frame; what it decoded first is kept the same in a
+    range read as in the unsplit read, wherever the range starts. Repetitive text makes
+    blocks of a few hundred bytes, so how the input is cut into pieces decides how many of
+    them decode before the failure."""
+    rnd = random.Random(9)
+    lines = [
+        record("ab " * rnd.randrange(50, 3000) + str(rnd.random())).encode() for _ in range(3000)
+    ]
+    blob, offsets = _frames(_cut_bytes(_jsonl_bytes(lines), rnd, False, 4_000_000), rnd)
+    blob = bytearray(blob)
+    data_frames = [o for o in offsets if blob[o : o + 4] == b"\x28\xb5\x2f\xfd"]
+    broken = len(data_frames) // 2
+    start, end = data_frames[broken], data_frames[broken + 1]
+    for i in range((start + 2 * end) // 3, (start + 2 * end) // 3 + 8):
+        blob[i] ^= 0xFF
+    path = tmp_path / "deep.jsonl.zst"
+    path.write_bytes(bytes(blob))
+    docs, skipped = _unsplit(path, Fields())
+    assert skipped[R.CORRUPT_FILE] == 1 and 0 < len(docs) < 3000
+    _assert_split_equals_unsplit(path, targets=(1, 5000, 77_777))
