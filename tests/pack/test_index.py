@@ -90,6 +90,14 @@ def test_index_matches_the_rules(corpus, tmp_path):
                         strict=True))
     assert got_held == exp_held and exp_held
     assert arrays["priority"].dtype == np.uint64 and arrays["kept"].dtype == bool
+    # the text spill holds every candidate's and held-out document's text at its offset
+    blob = index_paths(tmp_path, 3)[1].read_bytes()
+    texts = {line: text for line, text, _ in _docs(corpus)}
+    for pre in ("", "held_"):
+        for line, at, n in zip(arrays[pre + "line"], arrays[pre + "start"],
+                               arrays[pre + "nbytes"], strict=True):
+            assert blob[at : at + n].decode() == texts[int(line)]
+    assert len(blob) == int(arrays["nbytes"].sum() + arrays["held_nbytes"].sum())
     assert summary["skipped"] == {"malformed_json": 1}
     for d, c in stats.items():
         st = summary["stats"][d]
@@ -132,10 +140,13 @@ def test_sample_is_the_lowest_draws_topped_up_per_domain(corpus, tmp_path, tok):
 def test_finished_index_is_reused_and_other_settings_redo_it(corpus, tmp_path):
     task = _task(corpus, tmp_path)
     first = index_or_load(task)
-    arrays, marker = index_paths(tmp_path, 3)
-    stamp = (arrays.stat().st_mtime_ns, marker.stat().st_mtime_ns)
+    paths = index_paths(tmp_path, 3)
+    assert [p.name for p in paths] == ["0000003.index.npz", "0000003.index.text",
+                                       "0000003.index.done"]
+    stamp = [p.stat().st_mtime_ns for p in paths]
     assert index_or_load(task) == first
-    assert (arrays.stat().st_mtime_ns, marker.stat().st_mtime_ns) == stamp
+    assert [p.stat().st_mtime_ns for p in paths] == stamp
+    arrays = paths[0]
     assert ix.load_index_done(replace(task, index_hash="h2")) is None
     arrays.unlink()
     assert ix.load_index_done(task) is None  # a marker without its arrays is not finished

@@ -5,8 +5,9 @@ priority from (seed, ``<file id>:<line>``), exactly as selection uses them. A do
 UTF-8 bytes prove it shorter than the threshold and whose keep draw rejects it can never be
 eligible: it is only counted. Every other one is a *candidate*: its line, domain, bytes,
 priority and kept flag go to a compact ``.npz`` index (held-out documents to their own
-arrays), so later rounds can tokenize candidates in priority order, only as far as the
-budgets need.
+arrays) and its UTF-8 text to a raw text spill, so later rounds tokenize candidates in
+priority order, only as far as the budgets need, without decompressing and parsing the
+corpus again.
 
 A uniform random sample is tokenized for the tokens-per-byte ratio of each domain: the
 documents whose keep draw falls below ``SAMPLE_RATE`` (the draw is independent of length),
@@ -26,7 +27,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -77,29 +78,32 @@ class IndexTask:
     heldout_seed: int = 0
 
 
-def index_paths(work_dir: str | Path, index: int) -> tuple[Path, Path]:
-    """(arrays, marker) of a file's index."""
+def index_paths(work_dir: str | Path, index: int) -> tuple[Path, Path, Path]:
+    """(arrays, text spill, marker) of a file's index."""
     stem = Path(work_dir) / f"{index:07d}.index"
-    return stem.with_suffix(".npz"), stem.with_suffix(".done")
+    return (stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".text"),
+            stem.with_name(stem.name + ".done"))
 
 
 def load_index_done(task: IndexTask) -> dict[str, Any] | None:
     """The summary of a finished index of this file with the same settings, if any."""
-    arrays, marker = index_paths(task.work_dir, task.index)
+    arrays, text, marker = index_paths(task.work_dir, task.index)
     try:
         summary = json.loads(marker.read_text())
     except (OSError, ValueError):
         return None
     if (summary.get("index_hash") != task.index_hash
-            or summary.get("sample") != SAMPLE_SETTINGS or not arrays.is_file()):
+            or summary.get("sample") != SAMPLE_SETTINGS or not arrays.is_file()
+            or not text.is_file()):
         return None
     return summary
 
 
 def load_index(work_dir: str | Path, index: int) -> dict[str, np.ndarray]:
     """A file's index arrays: candidates (``line``, ``domain``, ``nbytes``, ``priority``,
-    ``kept``) and held-out documents (``held_line``, ``held_domain``, ``held_nbytes``,
-    ``held_priority``); domain codes index the summary's ``domains``."""
+    ``kept``, ``start``: byte offset of its text in the spill) and held-out documents
+    (``held_line``, ``held_domain``, ``held_nbytes``, ``held_priority``, ``held_start``);
+    domain codes index the summary's ``domains``."""
     with np.load(index_paths(work_dir, index)[0]) as z:
         return {k: z[k] for k in z.files}
 
@@ -113,6 +117,8 @@ class _Sample:
         self.reserve_bytes = 0
 
     def offer(self, u: float, line: int, text: str) -> None:
+        if len(self.reserve) >= TOPUP_DOCS and -self.reserve[0][0] <= u:
+            return  # TOPUP_DOCS lower draws are held already: a top-up never reaches this one
         cut = text[:SAMPLE_CHARS]
         nbytes = len(cut.encode("utf-8", "surrogatepass"))
         heapq.heappush(self.reserve, (-u, line, cut, nbytes))
@@ -181,18 +187,55 @@ class _Columns:
 
 
 def index_file(task: IndexTask) -> dict[str, Any]:
-    """Index one file; write its arrays and marker; return the marker's summary."""
+    """Index one file; write its arrays, text spill and marker; return the marker's summary."""
     cpu0 = time.process_time()
-    fields = Fields(text=task.text_field, domain=task.domain_field)
     skipped: Counter = Counter()
     stats: dict[str, Counter] = {}
     domains: list[str] = []
+    cand = _Columns(line="q", domain="l", nbytes="q", priority="Q", kept="b", start="q")
+    held = _Columns(line="q", domain="l", nbytes="q", priority="Q", start="q")
+    path, text_path, marker = index_paths(task.work_dir, task.index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_text = text_path.with_name(text_path.name + ".tmp")
+    with open(tmp_text, "wb") as spill:
+        _read(task, skipped, stats, domains, cand, held, spill)
+    arrays = {**cand.arrays(), **held.arrays("held_")}
+    dom_dtype = domain_code_dtype(len(domains))
+    arrays["domain"] = arrays["domain"].astype(dom_dtype)
+    arrays["held_domain"] = arrays["held_domain"].astype(dom_dtype)
+    arrays["kept"] = arrays["kept"].astype(bool)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp_text, text_path)
+    os.replace(tmp, path)
+    summary = {
+        "index_hash": task.index_hash,
+        "sample": SAMPLE_SETTINGS,
+        "index": task.index,
+        "file": task.rel,
+        "domains": domains,  # codes used in the arrays
+        "stats": {d: {k: int(stats[d].get(k, 0)) for k in INDEX_KEYS} for d in sorted(stats)},
+        "skipped": dict(sorted(skipped.items())),
+        "cpu_s": round(time.process_time() - cpu0, 4),
+    }
+    tmp_marker = marker.with_name(marker.name + ".tmp")
+    tmp_marker.write_text(json.dumps(summary))
+    os.replace(tmp_marker, marker)
+    return summary
+
+
+def _read(
+    task: IndexTask, skipped: Counter, stats: dict[str, Counter], domains: list[str],
+    cand: _Columns, held: _Columns, spill: BinaryIO,
+) -> None:
+    """Read the file in order: counters, candidate and held-out columns, the text spill, and
+    the tokenized sample."""
+    fields = Fields(text=task.text_field, domain=task.domain_field)
     code: dict[str, int] = {}
-    cand = _Columns(line="q", domain="l", nbytes="q", priority="Q", kept="b")
-    held = _Columns(line="q", domain="l", nbytes="q", priority="Q")
     samples: dict[str, _Sample] = {}
     tokenized = _Tokenized(task, stats)
     room = task.long_threshold - task.tokenizer.specials_per_doc - 1
+    at = 0  # bytes written to the text spill
     for doc in iter_file(task.path, fields, skipped, task.strict):
         c = code.get(doc.domain)
         if c is None:
@@ -201,11 +244,14 @@ def index_file(task: IndexTask) -> dict[str, Any]:
             stats[doc.domain] = Counter()
             samples[doc.domain] = _Sample()
         st = stats[doc.domain]
-        nbytes = len(doc.text.encode("utf-8", "surrogatepass"))
+        raw = doc.text.encode("utf-8", "surrogatepass")
+        nbytes = len(raw)
         if task.heldout:
             hu, hprio = heldout_draw(task.heldout_seed, doc.text)
             if is_heldout(hu, task.heldout):
-                held.append(line=doc.index, domain=c, nbytes=nbytes, priority=hprio)
+                held.append(line=doc.index, domain=c, nbytes=nbytes, priority=hprio, start=at)
+                spill.write(raw)
+                at += nbytes
                 st["heldout_docs"] += 1
                 st["heldout_bytes"] += nbytes
                 continue
@@ -229,37 +275,16 @@ def index_file(task: IndexTask) -> dict[str, Any]:
         if kept:
             st["kept_docs"] += 1
             st["kept_bytes"] += nbytes
-        cand.append(line=doc.index, domain=c, nbytes=nbytes, priority=prio, kept=int(kept))
+        cand.append(line=doc.index, domain=c, nbytes=nbytes, priority=prio, kept=int(kept),
+                    start=at)
+        spill.write(raw)
+        at += nbytes
     tokenized.flush()
     for d in domains:
         st = stats[d]
         for text, n in samples[d].topup(st["sample_docs"], st["sample_bytes"]):
             tokenized.add(d, text, n)
     tokenized.flush()
-    arrays = {**cand.arrays(), **held.arrays("held_")}
-    dom_dtype = domain_code_dtype(len(domains))
-    arrays["domain"] = arrays["domain"].astype(dom_dtype)
-    arrays["held_domain"] = arrays["held_domain"].astype(dom_dtype)
-    arrays["kept"] = arrays["kept"].astype(bool)
-    path, marker = index_paths(task.work_dir, task.index)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    summary = {
-        "index_hash": task.index_hash,
-        "sample": SAMPLE_SETTINGS,
-        "index": task.index,
-        "file": task.rel,
-        "domains": domains,  # codes used in the arrays
-        "stats": {d: {k: int(stats[d].get(k, 0)) for k in INDEX_KEYS} for d in sorted(stats)},
-        "skipped": dict(sorted(skipped.items())),
-        "cpu_s": round(time.process_time() - cpu0, 4),
-    }
-    tmp_marker = marker.with_suffix(".done.tmp")
-    tmp_marker.write_text(json.dumps(summary))
-    os.replace(tmp_marker, marker)
-    return summary
 
 
 def index_or_load(task: IndexTask) -> dict[str, Any]:
