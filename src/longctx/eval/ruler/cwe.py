@@ -68,8 +68,9 @@ class CweRenderer:
         self.answer_prefix = CWE_ANSWER_PREFIX
         self.min_units = num_common
         self.max_units: int | None = len(vocabulary)
+        self.pad_variants = 1
 
-    def render(self, units: int, pad_chars: int) -> Draft:
+    def render(self, units: int, pad_chars: int, variant: int = 0) -> Draft:
         chosen = self.order[:units]
         entries = word_list(chosen, self.num_common, *self.repeats, self.seed)
         context = numbered(entries)

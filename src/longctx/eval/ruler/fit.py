@@ -6,7 +6,9 @@ keeps the largest size whose prompt plus ``tokens_to_generate`` fits, so its pro
 up to one step short. We search the same haystack units one at a time, then append a
 *pad*: the first ``c`` characters of more haystack of the same kind (the next essay
 words, noise sentences, distractor lines, list entries, documents), choosing ``c`` so the
-whole prompt re-tokenizes to exactly ``budget`` ids. Counting always tokenizes the whole
+whole prompt re-tokenizes to exactly ``budget`` ids. One more character can add two
+tokens (" 1" is two tokens in SmolLM2 and LLaMA), so when no ``c`` hits the budget we try
+another pad text (an essay pad that starts a few words later) and then one unit fewer. Counting always tokenizes the whole
 prompt text, so the text and the ids the model gets agree; no seams.
 """
 
@@ -37,8 +39,9 @@ class Renderer(Protocol):
 
     min_units: int
     max_units: int | None
+    pad_variants: int  # how many different pad texts render() can append (variant 0..n-1)
 
-    def render(self, units: int, pad_chars: int) -> Draft: ...
+    def render(self, units: int, pad_chars: int, variant: int = 0) -> Draft: ...
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Fitted:
     ids: list[int]
     units: int
     pad_chars: int
+    pad_variant: int
 
 
 class TokenCounter:
@@ -69,17 +73,17 @@ _PAD_RETRIES = 4  # haystack sizes below the largest fitting one to try a pad on
 
 def fit_exact(renderer: Renderer, budget: int, counter: TokenCounter) -> Fitted:
     """The largest haystack whose prompt fits ``budget``, padded to exactly ``budget``."""
-    counts: dict[tuple[int, int], int] = {}
+    counts: dict[tuple[int, int, int], int] = {}
 
-    def n_tokens(units: int, pad: int = 0) -> int:
-        key = (units, pad)
+    def n_tokens(units: int, pad: int = 0, variant: int = 0) -> int:
+        key = (units, pad, variant if pad else 0)
         if key not in counts:
-            counts[key] = len(counter.ids(renderer.render(units, pad).prompt))
+            counts[key] = len(counter.ids(renderer.render(units, pad, variant).prompt))
         return counts[key]
 
-    def fitted(units: int, pad: int) -> Fitted:
-        draft = renderer.render(units, pad)
-        return Fitted(draft, counter.ids(draft.prompt), units, pad)
+    def fitted(units: int, pad: int, variant: int) -> Fitted:
+        draft = renderer.render(units, pad, variant)
+        return Fitted(draft, counter.ids(draft.prompt), units, pad, variant)
 
     lo = renderer.min_units
     if n_tokens(lo) > budget:
@@ -91,10 +95,11 @@ def fit_exact(renderer: Renderer, budget: int, counter: TokenCounter) -> Fitted:
                             _estimate(n_tokens, lo, budget))
     for units in range(best, max(lo, best - _PAD_RETRIES) - 1, -1):
         if n_tokens(units) == budget:
-            return fitted(units, 0)
-        pad = _exact_pad(lambda c, u=units: n_tokens(u, c), budget)
-        if pad is not None:
-            return fitted(units, pad)
+            return fitted(units, 0, 0)
+        for variant in range(renderer.pad_variants):
+            pad = _exact_pad(lambda c, u=units, v=variant: n_tokens(u, c, v), budget)
+            if pad is not None:
+                return fitted(units, pad, variant)
     raise RulerLengthError(f"no haystack size and pad give exactly {budget} tokens")
 
 

@@ -64,8 +64,9 @@ class FweRenderer:
         self.answer_prefix = FWE_ANSWER_PREFIX
         self.min_units = MIN_WORDS
         self.max_units: int | None = None
+        self.pad_variants = 1
 
-    def render(self, units: int, pad_chars: int) -> Draft:
+    def render(self, units: int, pad_chars: int, variant: int = 0) -> Draft:
         words = [
             w for w, n in zip(self.vocab, word_counts(units, len(self.vocab), self.alpha), strict=True)
             for _ in range(n)

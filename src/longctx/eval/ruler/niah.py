@@ -114,20 +114,22 @@ class NiahRenderer:
         self._distractor_rng = random.Random(rng_key + "|distractors")
         self.min_units = 1 if params.haystack == "essay" else len(needles)
         self.max_units: int | None = None
+        # An essay pad may start 0..3 words after the cut (the words in between are skipped).
+        self.pad_variants = 4 if params.haystack == "essay" else 1
 
-    def render(self, units: int, pad_chars: int) -> Draft:
+    def render(self, units: int, pad_chars: int, variant: int = 0) -> Draft:
         if self.params.haystack == "essay":
-            context = self._essay_context(units, pad_chars)
+            context = self._essay_context(units, pad_chars, variant)
         else:
             context = self._line_context(units, pad_chars)
         prompt = self.task_template.replace("{context}", context, 1) + self.answer_prefix
         return Draft(prompt, list(self.answers), self.answer_prefix)
 
     # ------------------------------------------------------------------------ haystacks
-    def _essay_context(self, units: int, pad_chars: int) -> str:
+    def _essay_context(self, units: int, pad_chars: int, variant: int) -> str:
         text = " ".join(self._word(i) for i in range(units))
         if pad_chars:
-            text += self._tail(units, pad_chars, " ", self._word)
+            text += self._tail(units + variant, pad_chars, " ", self._word)
         sents = split_sentences(text.strip())
         cuts = [0, *sorted(int(len(sents) * d / 100) for d in self.depths), len(sents)]
         pieces: list[str] = []

@@ -133,11 +133,12 @@ class QaRenderer:
         self.answer_prefix = QA_ANSWER_PREFIX
         self.min_units = max(1, len(q.gold))
         self.max_units: int | None = None
+        self.pad_variants = 1
 
     def _doc(self, i: int) -> str:
         return self.docs[self.order[i % len(self.order)]]
 
-    def render(self, units: int, pad_chars: int) -> Draft:
+    def render(self, units: int, pad_chars: int, variant: int = 0) -> Draft:
         chosen = [self._doc(i) for i in range(units)]
         random.Random(self.seed).shuffle(chosen)
         context = "\n\n".join(QA_DOCUMENT.format(i=i + 1, document=d) for i, d in enumerate(chosen))

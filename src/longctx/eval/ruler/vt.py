@@ -66,6 +66,7 @@ class VtRenderer:
         self.task_template = task[:start] + self.icl + "\n" + task[start:]
         self.min_units = len(self.chain)
         self.max_units: int | None = None
+        self.pad_variants = 1
 
     def _example(self, rng: random.Random, num_hops: int, count_plain: Callable[[str], int]) -> str:
         hops = min(10, num_hops)
@@ -86,7 +87,7 @@ class VtRenderer:
             units += 1
         return text(units) + " " + " ".join(names) + "\n"
 
-    def render(self, units: int, pad_chars: int) -> Draft:
+    def render(self, units: int, pad_chars: int, variant: int = 0) -> Draft:
         ctx = noise_context(random.Random(f"{self.rng_key}|insert|{units}"), units, self.chain)
         if pad_chars:
             reps = pad_chars // (len(NOISE_SENTENCE) + 1) + 1
