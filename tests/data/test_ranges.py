@@ -9,6 +9,7 @@ import json
 import random
 import struct
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -325,3 +326,67 @@ def test_broken_big_frame_fails_after_the_same_output(tmp_path):
     docs, skipped = _unsplit(path, Fields())
     assert skipped[R.CORRUPT_FILE] == 1 and 0 < len(docs) < 3000
     _assert_split_equals_unsplit(path, targets=(1, 5000, 77_777))
+
+
+def test_strict_range_read_names_the_same_line(tmp_path):
+    lines = [record(f"doc {i}").encode() for i in range(300)]
+    lines[211] = b"{broken"
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(_jsonl_bytes(lines))
+    with pytest.raises(R.DataError, match=r"c\.jsonl:212: malformed_json"):
+        list(iter_file(path, Fields(), Counter(), strict=True))
+    ranges = with_line_numbers(split_ranges(path, 1000))
+    assert len(ranges) > 5
+    with pytest.raises(R.DataError, match=r"c\.jsonl:212: malformed_json"):
+        for rng in ranges:
+            list(iter_range(rng, Fields(), Counter(), strict=True))
+
+
+def test_line_counts_from_workers_number_the_ranges_alike(tmp_path):
+    rnd = random.Random(6)
+    data = _jsonl_bytes(_hostile_lines(rnd, 200))
+    blob, _ = _frames(_cut_bytes(data, rnd, at_lines=False), rnd)
+    for path, raw in ((tmp_path / "c.jsonl", data), (tmp_path / "c.jsonl.zst", blob)):
+        path.write_bytes(raw)
+        ranges = split_ranges(path, 20_000)
+        counted = with_line_numbers(ranges, [count_lines(r) for r in ranges])
+        assert counted == with_line_numbers(ranges)
+        assert sum(count_lines(r) for r in ranges) == data.count(b"\n")
+
+
+def test_a_range_after_frames_without_bytes_finds_the_byte_before_it(tmp_path):
+    """Empty and skippable frames sit before the cut: the range still learns that the byte
+    before it is mid-line, also when told to start decoding at a frame that decodes to
+    nothing (then it decodes from the file's start)."""
+    empty = zstandard.ZstdCompressor().compress(b"")
+    skip = struct.pack("<II", 0x184D2A51, 3) + b"abc"
+    first = zstandard.ZstdCompressor().compress(record("one").encode() + b"\n" + b'{"text": "tw')
+    second = zstandard.ZstdCompressor().compress(b'o", "meta": {"redpajama_set_name": "A"}}\n')
+    path = tmp_path / "c.jsonl.zst"
+    path.write_bytes(first + empty + skip + second)
+    cut = len(first) + len(empty) + len(skip)
+    ranges = with_line_numbers(split_ranges(path, cut))
+    assert [(r.start, r.lead) for r in ranges] == [(0, 0), (cut, 0)]
+    want = _unsplit(path, Fields())
+    assert [d[:1] for d in want[0]] == [("one",), ("two",)]
+    assert _split(path, cut, Fields())[:2] == want
+    at_empty = replace(ranges[1], lead=len(first))
+    skipped: Counter = Counter()
+    assert list(iter_range(at_empty, Fields(), skipped)) == []  # "two" is the first range's
+    assert not skipped  # its tail was not read as a line of its own
+
+
+def test_a_file_gone_after_splitting_counts_once(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(_jsonl_bytes([record(f"doc {i}").encode() for i in range(100)]))
+    ranges = with_line_numbers(split_ranges(path, 500))
+    assert len(ranges) > 3
+    path.unlink()
+    docs, skipped = [], Counter()
+    for rng in ranges:
+        mine: Counter = Counter()
+        docs += list(iter_range(rng, Fields(), mine))
+        skipped += mine
+        if stops_file(mine):
+            break
+    assert docs == [] and skipped == _unsplit(path, Fields())[1] == {R.UNREADABLE_FILE: 1}

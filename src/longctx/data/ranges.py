@@ -33,6 +33,7 @@ from longctx.data.readers import (
     CORRUPT_FILE,
     PARQUET_SUFFIXES,
     TRUNCATED_FILE,
+    UNREADABLE_FILE,
     Document,
     Fields,
     _StreamError,
@@ -42,11 +43,13 @@ from longctx.data.readers import (
     iter_parquet,
 )
 
+_NEWLINE_SEARCH = 1 << 16  # most lines end well within this
 _ZSTD_MAGIC = 0xFD2FB528
 _SKIPPABLE_MAGIC = 0x184D2A50  # 0x184D2A50 ... 0x184D2A5F
 _DICT_ID_BYTES = (0, 1, 2, 4)
 _CONTENT_SIZE_BYTES = (0, 2, 4, 8)  # flag 0 means 1 byte when the frame is single-segment
 _RLE_BLOCK = 1
+_COMPRESSED_BLOCK = 2
 _RESERVED_BLOCK = 3
 
 
@@ -56,7 +59,8 @@ class FileRange:
 
     ``start``/``end`` are byte offsets (uncompressed jsonl: line starts; .zst: frame starts)
     or row-group numbers (parquet); ``end`` None reads to the end of the file. ``lead`` is
-    where a .zst range starts decoding: the data frame before ``start``. ``lines_before`` is
+    where a .zst range starts decoding: the last frame before ``start`` whose block headers
+    say it regenerates bytes (uncompressed: ``start``; parquet: unused). ``lines_before`` is
     the number of lines (rows) that end before ``start``; None until counted.
     """
 
@@ -104,7 +108,7 @@ def _line_ranges(path: Path, f, size: int, target: int) -> list[FileRange]:
 def _after_newline(f, pos: int) -> int | None:
     """The offset just after the first newline at or after ``pos``; None when there is none."""
     f.seek(pos)
-    while block := f.read(_CHUNK):
+    while block := f.read(_NEWLINE_SEARCH):
         i = block.find(b"\n")
         if i >= 0:
             return pos + i + 1
@@ -155,6 +159,7 @@ def _frame_end(f, pos: int, size: int) -> tuple[int, bool] | None:
     content_size_flag = descriptor >> 6
     pos += 5 + (1 - single_segment) + _DICT_ID_BYTES[descriptor & 3]
     pos += _CONTENT_SIZE_BYTES[content_size_flag] or single_segment
+    holds_data = False  # some block regenerates bytes: raw or RLE of size > 0, or compressed
     while True:
         f.seek(pos)
         block = f.read(3)
@@ -164,18 +169,20 @@ def _frame_end(f, pos: int, size: int) -> tuple[int, bool] | None:
         kind = header >> 1 & 3
         if kind == _RESERVED_BLOCK:
             return None
-        pos += 3 + (1 if kind == _RLE_BLOCK else header >> 3)
+        block_size = header >> 3
+        holds_data = holds_data or kind == _COMPRESSED_BLOCK or block_size > 0
+        pos += 3 + (1 if kind == _RLE_BLOCK else block_size)
         if pos > size:
             return None
         if header & 1:  # last block of the frame
             break
     pos += 4 * (descriptor >> 2 & 1)  # content checksum
-    return (pos, True) if pos <= size else None
+    return (pos, holds_data) if pos <= size else None
 
 
 def _frame_ranges(path: Path, frames: list[tuple[int, bool]], target: int) -> list[FileRange]:
     cuts, leads = [0], [0]
-    last_data = 0  # the data frame before the frame at hand
+    last_data = 0  # the last frame before the frame at hand that regenerates bytes
     for offset, holds_data in frames:
         if offset >= cuts[-1] + target:
             cuts.append(offset)
@@ -226,13 +233,15 @@ def count_lines(rng: FileRange) -> int:
         return count
 
 
-def with_line_numbers(ranges: list[FileRange]) -> list[FileRange]:
-    """The ranges of one file (in order) with ``lines_before`` filled by a prefix sum of
-    :func:`count_lines` (a caller with workers can count the ranges in parallel instead)."""
+def with_line_numbers(ranges: list[FileRange], counts: list[int] | None = None) -> list[FileRange]:
+    """The ranges of one file (in order) with ``lines_before`` filled by a prefix sum of line
+    counts: ``counts[i]`` is :func:`count_lines` of ``ranges[i]`` (a caller with workers
+    counts the ranges in parallel), or, without ``counts``, counted here one after another."""
     out: list[FileRange] = []
     for i, rng in enumerate(ranges):
         if rng.lines_before is None:
-            rng = replace(rng, lines_before=out[-1].lines_before + count_lines(ranges[i - 1]))
+            ended = counts[i - 1] if counts is not None else count_lines(ranges[i - 1])
+            rng = replace(rng, lines_before=out[-1].lines_before + ended)
         out.append(rng)
     return out
 
@@ -256,9 +265,9 @@ def iter_range(
 
 
 def stops_file(range_skipped: Counter) -> bool:
-    """True when a range's read ended on a broken stream or page: the unsplit read stops
-    there, so an in-order merge drops every later range of the file."""
-    return bool(range_skipped[TRUNCATED_FILE] or range_skipped[CORRUPT_FILE])
+    """True when a range's read ended on a broken stream or page, or on a file it could not
+    read: the unsplit read stops there, so an in-order merge drops every later range."""
+    return any(range_skipped[r] for r in (TRUNCATED_FILE, CORRUPT_FILE, UNREADABLE_FILE))
 
 
 def _iter_row_groups(
@@ -340,7 +349,8 @@ def _zstd_range_chunks(rng: FileRange) -> Iterator[bytes]:
 def _opens_line(f, rng: FileRange) -> bool:
     """True when the decoded byte before ``rng.start`` is a newline (or there is none).
 
-    Decodes the frame at ``rng.lead``; only when that frame is empty, everything before."""
+    Decodes from ``rng.lead``; only when that decodes to nothing (a compressed block may
+    regenerate nothing, which headers cannot tell), everything before ``start``."""
     last = _last_decoded_byte(f, rng.lead, rng.start)
     if last is None and rng.lead > 0:
         last = _last_decoded_byte(f, 0, rng.start)
