@@ -148,7 +148,7 @@ def test_seeds_count_or_list():
 
 
 def test_presets_load(tmp_path):
-    from longctx.train.rope import paper_effective_base
+    from longctx.rope import paper_effective_base
 
     cpu = load_ablation_config(CPU_PRESET, out=str(tmp_path))
     assert len(cpu.arm_list()) == 3 and cpu.seed_list() == [0, 1] and cpu.model == "tiny"
