@@ -75,6 +75,15 @@ def test_new_candidates_inside_an_old_cutoff_are_tokenized_first():
     assert (d.status, d.cutoff) == (TOKENIZE, 20)
 
 
+def test_restart_counts_real_tokens_and_scales_the_estimates():
+    # after more candidates joined: the two tokenized ones hold 50 real of 100 estimated
+    # tokens each, so the others count 100 x 0.5; 1.1 x 100 = 110 is reached at priority 20
+    p = np.asarray([10, 15, 20, 30], dtype=np.uint64)
+    d = decide(p, np.full(4, 100.0), np.asarray([True, False, True, False]),
+               np.asarray([50, 0, 50, 0]), 100, cutoff=None, extensions=2)
+    assert (d.status, d.cutoff, d.extensions) == (TOKENIZE, 20, 2)
+
+
 def test_ties_at_the_cutoff_are_all_inside():
     p = np.asarray([5, 5, 7], dtype=np.uint64)
     c = cutoff_reaching(p, np.full(3, 10.0), 15)
@@ -102,6 +111,30 @@ def _select(lengths: np.ndarray, eligible: np.ndarray, budget: int) -> list[tupl
     return out
 
 
+def _run(priority, est_el, eligible, real, budget, margin, pool, later):
+    """Rounds as the build runs them: tokenize what ``decide`` asks; when a group is
+    exhausted and candidates are still to come (files not indexed yet), add them and start
+    over from the estimates."""
+    tokenized = np.zeros(len(priority), bool)
+    cutoff, ext, rounds = None, 0, 0
+    while True:
+        idx = np.flatnonzero(pool)
+        d = decide(priority[idx], est_el[idx], tokenized[idx],
+                   np.where(tokenized & eligible, real, 0)[idx], budget, cutoff, ext, margin)
+        cutoff, ext = d.cutoff, d.extensions
+        if d.status == EXHAUSTED and later.any():
+            pool |= later
+            later[:] = False
+            cutoff = None
+            continue
+        if d.status != TOKENIZE:
+            return d, tokenized, rounds
+        k = inside(priority[idx], cutoff)
+        assert not tokenized[idx[:k]].all()  # every round tokenizes something new
+        tokenized[idx[:k]] = True
+        rounds += 1
+
+
 @pytest.mark.parametrize("seed", range(300))
 def test_rounds_end_with_the_full_tokenization_selection(seed):
     rng = np.random.default_rng(seed)
@@ -116,26 +149,22 @@ def test_rounds_end_with_the_full_tokenization_selection(seed):
     est_el = estimated_eligible(est, kept, threshold)
     budget = int(rng.uniform(0, 1.3) * int(real[eligible].sum()))
     margin = float(rng.choice([1.0, 1.1, 1.2]))
+    # half the cases: some candidates come from files indexed only when the group runs dry
+    later = rng.random(n) < (0.5 if seed % 2 else 0.0)
+    pool = ~later
 
-    tokenized = np.zeros(n, bool)
-    cutoff, ext, rounds = None, 0, 0
-    while True:
-        d = decide(priority, est_el, tokenized, np.where(tokenized & eligible, real, 0),
-                   budget, cutoff, ext, margin)
-        cutoff, ext = d.cutoff, d.extensions
-        if d.status != TOKENIZE:
-            break
-        k = inside(priority, cutoff)
-        assert not tokenized[:k].all()  # every round tokenizes something new
-        tokenized[:k] = True
-        rounds += 1
-    assert rounds <= 2 + int(np.log2(max(n, 2))) + 3
-    full = _select(real, eligible, budget)
+    d, tokenized, rounds = _run(priority, est_el, eligible, real, budget, margin, pool, later)
+    assert rounds <= 3 + int(np.log2(max(n, 2))) + 3
+    assert not (tokenized & ~pool).any()
+    # the reference: every candidate of the pool (the files indexed) tokenized, then selected
+    full = _select(real, eligible & pool, budget)
     assert _select(real, eligible & tokenized, budget) == full
     if d.status == EXHAUSTED:
-        assert tokenized.all() and budget > int(real[eligible].sum())
+        assert pool.all() and tokenized.all() and budget > int(real[eligible].sum())
     elif budget:
-        assert max(i for i, _ in full) < inside(priority, cutoff)
+        idx = np.flatnonzero(pool)
+        last = max(i for i, _ in full)
+        assert last in idx[: inside(priority[idx], d.cutoff)]
 
 
 def test_rounds_are_few_and_tokenize_little_past_the_need():

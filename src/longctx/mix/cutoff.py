@@ -13,7 +13,8 @@ rounds, all pure arithmetic on a group's candidates (arrays in priority order):
    cut-off, so it equals "tokenize everything, then select"); fewer -> the cut-off is
    extended by an estimate of what is missing, scaled by how far reality fell short of the
    estimate so far, with a margin that doubles each extension; no candidate left beyond it
-   -> exhausted (the caller indexes more files or lets selection repeat the group).
+   -> exhausted (the caller indexes more files, and starts over from the estimates with
+   the real tokens known so far, or lets selection repeat the group).
 
 A cut-off is a priority value: every candidate with ``priority <= cutoff`` is inside.
 Nothing here depends on file order, worker count or timing.
@@ -82,15 +83,18 @@ def decide(
     margin: float = 1.1,
 ) -> Decision:
     """One group's next step. Arrays are per candidate, sorted by priority (uint64);
-    ``real_eligible`` holds the real tokens of tokenized eligible candidates (0 elsewhere);
-    ``cutoff`` None means no round has run yet.
+    ``real_eligible`` holds the real tokens of tokenized eligible candidates (0 elsewhere).
+    ``cutoff`` None starts from the estimates (the first round, or after more candidates
+    joined the group): real tokens where known, the rest estimated and scaled by how the
+    known ones compared with their estimates.
 
     TOKENIZE: tokenize the untokenized candidates up to the returned cut-off, then call again.
     """
     if budget <= 0:
         return Decision(MET, NONE, extensions, 0)
     if cutoff is None:
-        cutoff = cutoff_reaching(priority, est_eligible, margin * budget)
+        cutoff = cutoff_reaching(priority, _known(est_eligible, tokenized, real_eligible,
+                                                  tokenized), margin * budget)
     k = inside(priority, cutoff)
     if not tokenized[:k].all():
         return Decision(TOKENIZE, cutoff, extensions, 0)
@@ -99,10 +103,16 @@ def decide(
         return Decision(MET, cutoff, extensions, have)
     if k >= len(priority):
         return Decision(EXHAUSTED, ALL, extensions, have)
-    est_have = float(est_eligible[:k].sum())
-    correction = have / est_have if est_have > 0 else 1.0
-    correction = min(max(correction, MIN_CORRECTION), MAX_CORRECTION)
-    want = (budget - have) * margin * 2.0 ** (extensions + 1) / correction
-    return Decision(TOKENIZE, cutoff_reaching(priority, est_eligible, want, start=k),
-                    extensions + 1, have)
+    known = _known(est_eligible, tokenized, real_eligible, np.arange(len(priority)) < k)
+    want = (budget - have) * margin * 2.0 ** (extensions + 1)
+    return Decision(TOKENIZE, cutoff_reaching(priority, known, want, start=k), extensions + 1,
+                    have)
 
+
+def _known(est_eligible: np.ndarray, tokenized: np.ndarray, real_eligible: np.ndarray,
+           reference: np.ndarray) -> np.ndarray:
+    """Real eligible tokens where tokenized, elsewhere the estimate scaled by how the
+    ``reference`` candidates' real tokens compared with their estimates."""
+    real, est = float(real_eligible[reference].sum()), float(est_eligible[reference].sum())
+    corr = min(max(real / est, MIN_CORRECTION), MAX_CORRECTION) if est > 0 else 1.0
+    return np.where(tokenized, real_eligible, est_eligible * corr)
