@@ -216,7 +216,7 @@ def run_demo(out: Path, plan: DemoPlan, console: Console | None = None) -> Path:
     summary = summarize(out, plan)
     (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     console.print(f"\n[bold cyan][{len(steps) + 1}/{len(steps) + 1}] report[/]")
-    from longctx.report.cli import write_report
+    from longctx.report.html import write_report
 
     report = out / "report.html"
     t0 = time.perf_counter()

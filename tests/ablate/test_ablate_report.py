@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from longctx.report.ablation import ablation_section
-from longctx.report.cli import write_report
+from longctx.report.html import write_report
 from tests.report.htmlparse import decode_png, parse
 
 from .test_ablate_summary import synthetic_ablation

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from longctx.report.cli import write_report
+from longctx.report.html import write_report
 from longctx.report.collect import ReportError, collect
 
 from .htmlparse import decode_png, parse
@@ -240,7 +240,7 @@ def test_report_reads_files_only_never_stage_code(tmp_path: Path, run_dir: Path)
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from longctx.report.cli import write_report\n"
+        "from longctx.report.html import write_report\n"
         f"write_report([Path({str(run_dir)!r})], Path({str(tmp_path / 'r.html')!r}))\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[:2] in (['longctx', 'data'],"
         " ['longctx', 'eval'], ['longctx', 'train'], ['longctx', 'mix'], ['longctx', 'pack'])"

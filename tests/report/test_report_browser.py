@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from longctx.report.cli import write_report
+from longctx.report.html import write_report
 
 from .browser_probe import assert_clean, browser_check
 from .report_fixtures import BASE_LOSS, make_run

@@ -245,7 +245,7 @@ def resolve_heldout(cfg: AblationConfig, first: Unit) -> dict[str, Any]:
 
 
 def _write_report(out: Path) -> Path:
-    from longctx.report.cli import write_report
+    from longctx.report.html import write_report
 
     path = out / "report.html"
     write_report([out], path, title=f"longctx ablation ({out.name})")

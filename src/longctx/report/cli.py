@@ -9,22 +9,7 @@ import typer
 
 from longctx.cliopts import opt, stage_command
 from longctx.report.collect import ReportError
-
-
-def write_report(run_dirs: list[Path], out: Path, title: str = "longctx report") -> int:
-    """Collect stage outputs under ``run_dirs`` and write one HTML page; returns image count."""
-    from longctx.report.collect import collect
-    from longctx.report.html import render_report
-
-    runs = collect(list(run_dirs))
-    doc, images = render_report(runs, title=title)
-    if out.exists() and out.is_dir():
-        raise ReportError(f"--out {out} is a directory; give a file name such as report.html")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(out)
-    return images
+from longctx.report.html import write_report
 
 
 @dataclass

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from longctx.intervals import paired_loss_difference
 from longctx.report import plots
-from longctx.report.collect import RunOutputs, StageOutput
+from longctx.report.collect import ReportError, RunOutputs, StageOutput, collect
 from longctx.report.markup import _num, esc, fmt, img, pct, signed, table
 
 # A difference is highlighted only when its measured noise allows: the paired bootstrap
@@ -494,3 +495,16 @@ def render_report(runs: list[RunOutputs], title: str = "longctx report") -> tupl
         f"<body><main>{warn}{body}</main></body></html>\n"
     )
     return doc, page.images
+
+
+def write_report(run_dirs: list[Path], out: Path, title: str = "longctx report") -> int:
+    """Collect stage outputs under ``run_dirs`` and write one HTML page; returns image count."""
+    runs = collect(list(run_dirs))
+    doc, images = render_report(runs, title=title)
+    if out.exists() and out.is_dir():
+        raise ReportError(f"--out {out} is a directory; give a file name such as report.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    tmp.replace(out)
+    return images
