@@ -54,8 +54,8 @@ class Fitted:
 
 
 class TokenCounter:
-    """Model-facing ids of a prompt: the tokenizer's own leading specials (BOS for LLaMA,
-    none for SmolLM2) followed by the prompt's plain ids."""
+    """Model-facing ids of a prompt: the leading specials the tokenizer's own post-processor
+    adds (as the needle evaluation feeds them; none for SmolLM2) then the prompt's ids."""
 
     def __init__(self, tokenizer: Any) -> None:
         from longctx.eval.needle import leading_special_ids

@@ -8,9 +8,9 @@ Length rule. RULER keeps the largest haystack with ``len(tokenize(prompt)) +
 tokens_to_generate <= max_seq_length``, counting the prompt without BOS, so its prompts
 fall short of the length by up to one growth step. Here the prompt (model template, task,
 answer prefix) is **exactly** ``length - tokens_to_generate`` model-facing tokens: the
-tokenizer's own leading specials (BOS for LLaMA, none for SmolLM2) plus the ids of the
-whole prompt text, so prompt + the full generation budget is exactly ``length``
-(``fit.py`` says how).
+leading specials the tokenizer's post-processor adds (as ``eval.needle`` feeds them; none
+for SmolLM2) plus the ids of the whole prompt text, so prompt + the full generation budget
+is exactly ``length`` (``fit.py`` says how).
 
 Determinism: every random choice comes from RNGs seeded by (task, length, seed, index), so
 a sample never depends on which other samples were built, in what order, or on
