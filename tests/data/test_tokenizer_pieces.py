@@ -137,7 +137,7 @@ def test_seams_that_do_not_hold_are_skipped(llama2):
     text = ("▁ ▁ " * 300 + "plain words here\n") * 20
     encode = llama2.backend.encode_batch
     candidates = [m.start() for m in _SEAM.finditer(text)][:200]
-    failing = [s for s in candidates if not _seam_holds(text, s, encode)]
+    failing = [s for s in candidates if not _seam_holds(text, s, encode, llama2.seam_window)]
     assert failing
     s = failing[0]
     left = whole_ids(llama2, text[:s])
@@ -145,6 +145,24 @@ def test_seams_that_do_not_hold_are_skipped(llama2):
     small = pieces(llama2, 300)
     assert not set(small._seams(text, encode)) & set(failing)
     assert small.encode_plain([text])[0] == whole_ids(llama2, text)
+
+
+def test_a_long_added_token_across_a_seam(tmp_path, smollm2_tokenizer):
+    # An added token is matched before pre-tokenization, so it can contain a candidate seam
+    # (here 40 of them): the check's window covers the longest added token, so no seam
+    # inside it holds.
+    from tokenizers import AddedToken
+    from tokenizers import Tokenizer as RustTokenizer
+
+    long_token = "begin " + "x y " * 40 + "end"
+    backend = RustTokenizer.from_str(smollm2_tokenizer.backend.to_str())
+    backend.add_tokens([AddedToken(long_token, normalized=False)])
+    tok = Tokenizer("long-added", backend, None, None, piece_chars=200)
+    assert tok.seam_window >= len(long_token)
+    text = ("words before it " + long_token + " and after it\n") * 30
+    want = backend.encode(text, add_special_tokens=False).ids
+    assert want.count(backend.token_to_id(long_token)) == 30
+    assert tok.encode_plain([text])[0] == want
 
 
 def test_counts_and_order_with_short_and_long_texts_mixed(tok):
