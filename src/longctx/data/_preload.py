@@ -1,16 +1,15 @@
-"""Imported once by the multiprocessing fork server before it forks scan workers.
+"""Imported once by the multiprocessing fork server before it forks workers.
 
-Workers forked from the server start with the scan module imported and the build's
-tokenizer already parsed (``LONGCTX_PRELOAD_TOKENIZER``), instead of paying ~0.5 CPU-s each
-for a fresh interpreter. The server never encodes, so no tokenizer thread pool exists
-before the fork.
+Workers forked from the server start with the step's module imported (see
+:func:`longctx.data.workers.worker_context`) and the run's tokenizer already parsed
+(``LONGCTX_PRELOAD_TOKENIZER``), instead of paying ~0.5 CPU-s each for a fresh interpreter.
+The server never encodes, so no tokenizer thread pool exists before the fork.
 """
 
 from __future__ import annotations
 
 import os
 
-import longctx.pack.scan  # noqa: F401
 from longctx.data.tokenizer import rust_tokenizer
 
 PRELOAD_ENV = "LONGCTX_PRELOAD_TOKENIZER"

@@ -23,7 +23,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import numpy as np
 
 from longctx.data.readers import Fields, domain_code_dtype, expand_inputs, iter_file
 from longctx.data.tokenizer import Tokenizer, load_tokenizer
+from longctx.data.workers import ordered_results
 
 # Sampled scans also histogram every document's length in characters (2%-wide log bins), so
 # tail statistics (long-token fraction, p99, max) use every document, not just the sample.
@@ -230,11 +231,23 @@ def _resolve_tokenizer(spec: Any) -> Tokenizer:
     return spec if isinstance(spec, Tokenizer) else load_tokenizer(spec)
 
 
-def _mp_context() -> Any:
-    import multiprocessing as mp
+@dataclass(frozen=True)
+class LengthTask:
+    """One file of a length scan (the step's picklable input)."""
 
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    path: str
+    key: str
+    fields: Fields
+    strict: bool
+    sample_rate: float
+    seed: int
+    tokenizer: Tokenizer | None = None  # None in a worker process: the one it was started with
+
+
+def scan_task(task: LengthTask) -> FileLengths:
+    """The pool's step: :func:`scan_file` of one task."""
+    return scan_file(task.path, task.key, task.tokenizer, task.fields, task.strict,
+                     task.sample_rate, task.seed)
 
 
 def iter_scan(
@@ -249,41 +262,23 @@ def iter_scan(
 ) -> Iterator[FileLengths]:
     """Scan files (already expanded) and yield one :class:`FileLengths` per file, in order.
 
-    At most ``2 * workers`` files are in flight, so memory does not grow with the corpus.
+    At most ``workers + 1`` files are in flight (:mod:`longctx.data.workers`), so memory does
+    not grow with the corpus.
     """
     paths = [Path(f) for f in files]
     keys = file_keys(paths)
     tok = _resolve_tokenizer(tokenizer_spec)
+    local = tok if workers <= 1 else None  # workers get it once, from _init_worker
+
+    def make_task(k: int) -> LengthTask:
+        return LengthTask(str(paths[k]), keys[k], fields, strict, sample_rate, seed, local)
+
     bar = _Progress(len(paths), enabled=progress)
+    results = ordered_results(scan_task, len(paths), make_task, workers,
+                              initializer=_init_worker, initargs=(tok,))
     try:
-        if workers <= 1:
-            for p, k in zip(paths, keys, strict=True):
-                res = scan_file(str(p), k, tok, fields, strict, sample_rate, seed)
-                bar.advance(res)
-                yield res
-            return
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=_mp_context(),
-            initializer=_init_worker,
-            initargs=(tok,),
-        ) as pool:
-            pending: list[Future] = []
-            todo = iter(zip(paths, keys, strict=True))
-            for p, k in todo:
-                pending.append(
-                    pool.submit(scan_file, str(p), k, None, fields, strict, sample_rate, seed)
-                )
-                if len(pending) >= 2 * workers:
-                    break
-            while pending:
-                res = pending.pop(0).result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    p, k = nxt
-                    pending.append(
-                        pool.submit(scan_file, str(p), k, None, fields, strict, sample_rate, seed)
-                    )
+        with closing(results):
+            for res in results:
                 bar.advance(res)
                 yield res
     finally:

@@ -34,6 +34,7 @@ import numpy as np
 from longctx.cliopts import opt, weights_flag
 from longctx.config import ConfigError, parse_count, to_dict
 from longctx.data.readers import DataError, expand_inputs
+from longctx.data.workers import prestart, run_ordered, stop_forkserver
 from longctx.mix.strategies import (
     GLOBAL_GROUP,
     STRATEGIES,
@@ -50,6 +51,8 @@ from longctx.pack.scan import (
     FROZEN_FILE,
     STAT_KEYS,
     ScanTask,
+    init_worker,
+    load_done,
     scan_file,
     write_frozen,
 )
@@ -57,7 +60,6 @@ from longctx.pack.select import check_budgets, check_output_size, select_pieces
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import SpillReader, load_eligible
 from longctx.pack.tok import TokenizerSpec, resolve_spec
-from longctx.pack.workers import prestart, run_scans, stop_forkserver
 from longctx.progress import progress_bar
 from longctx.stage import Timer, config_hash, is_done, read_manifest, stage_output, write_manifest
 
@@ -302,7 +304,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
     if cfg.workers > 1:
         from longctx.data.tokenizer import resolve_tokenizer_dir
 
-        started = prestart(resolve_tokenizer_dir(cfg.tokenizer)[1] / "tokenizer.json")
+        started = prestart(scan_file, resolve_tokenizer_dir(cfg.tokenizer)[1] / "tokenizer.json")
     try:
         with stage_output(cfg.out or "", STAGE, force=cfg.force, inputs=cfg.inputs):
             return _build(cfg, progress, timer)
@@ -396,7 +398,8 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
                 write_frozen(work, stats.frozen)
             return stop
 
-        run_scans(len(tasks), make_task, cfg.workers, on_result)
+        run_ordered(scan_file, len(tasks), make_task, cfg.workers, on_result, done=load_done,
+                    initializer=init_worker, tokenizer_json=Path(spec.folder) / "tokenizer.json")
         bar.update(scan_bar, total=len(summaries), completed=len(summaries))
 
         # ---- plan and select
