@@ -71,6 +71,17 @@ class TokenCounter:
 _PAD_RETRIES = 4  # haystack sizes below the largest fitting one to try a pad on
 
 
+def pad_text(unit: Callable[[int], str], start: int, chars: int, sep: str) -> str:
+    """The first ``chars`` characters of sep + unit(start) + sep + unit(start + 1) + ...:
+    a pad made of more haystack units of the renderer's own kind."""
+    parts, size, i = [], 0, start
+    while size < chars:
+        parts.append(sep + unit(i))
+        size += len(parts[-1])
+        i += 1
+    return "".join(parts)[:chars]
+
+
 def fit_exact(renderer: Renderer, budget: int, counter: TokenCounter) -> Fitted:
     """The largest haystack whose prompt fits ``budget``, padded to exactly ``budget``."""
     counts: dict[tuple[int, int, int], int] = {}

@@ -36,7 +36,7 @@ from longctx.eval.ruler.constants import (
     NIAH_TEMPLATE,
     NOISE_SENTENCE,
 )
-from longctx.eval.ruler.fit import Draft
+from longctx.eval.ruler.fit import Draft, pad_text
 from longctx.eval.ruler.words import draw_value
 
 _SENTENCE_BREAK_RE = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+")
@@ -129,7 +129,7 @@ class NiahRenderer:
     def _essay_context(self, units: int, pad_chars: int, variant: int) -> str:
         text = " ".join(self._word(i) for i in range(units))
         if pad_chars:
-            text += self._tail(units + variant, pad_chars, " ", self._word)
+            text += pad_text(self._word, units + variant, pad_chars, " ")
         sents = split_sentences(text.strip())
         cuts = [0, *sorted(int(len(sents) * d / 100) for d in self.depths), len(sents)]
         pieces: list[str] = []
@@ -151,7 +151,7 @@ class NiahRenderer:
             lines.insert(at, needle)
         text = "\n".join(lines)
         if pad_chars:
-            text += self._tail(units, pad_chars, "\n", source)
+            text += pad_text(source, units, pad_chars, "\n")
         return text
 
     @staticmethod
@@ -171,13 +171,3 @@ class NiahRenderer:
                 NIAH_NEEDLE.format(type_needle_v=self.params.value_kind, key=key, value=value)
             )
         return self._distractors[i]
-
-    @staticmethod
-    def _tail(start: int, chars: int, sep: str, unit) -> str:
-        """The first ``chars`` characters of sep + unit(start) + sep + unit(start + 1) ..."""
-        parts, size, i = [], 0, start
-        while size < chars:
-            parts.append(sep + unit(i))
-            size += len(parts[-1])
-            i += 1
-        return "".join(parts)[:chars]

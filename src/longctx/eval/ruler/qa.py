@@ -24,7 +24,7 @@ from pathlib import Path
 
 from longctx.errors import LongctxError
 from longctx.eval.ruler.constants import QA_ANSWER_PREFIX, QA_DOCUMENT, QA_TEMPLATE
-from longctx.eval.ruler.fit import Draft
+from longctx.eval.ruler.fit import Draft, pad_text
 
 DATASET_FLAGS = {"squad": "--squad", "hotpotqa": "--hotpotqa"}
 DATASET_HINTS = {
@@ -138,16 +138,14 @@ class QaRenderer:
     def _doc(self, i: int) -> str:
         return self.docs[self.order[i % len(self.order)]]
 
+    def _numbered_doc(self, i: int) -> str:
+        return QA_DOCUMENT.format(i=i + 1, document=self._doc(i))
+
     def render(self, units: int, pad_chars: int, variant: int = 0) -> Draft:
         chosen = [self._doc(i) for i in range(units)]
         random.Random(self.seed).shuffle(chosen)
         context = "\n\n".join(QA_DOCUMENT.format(i=i + 1, document=d) for i, d in enumerate(chosen))
         if pad_chars:
-            parts, size, i = [], 0, units
-            while size < pad_chars:
-                parts.append("\n\n" + QA_DOCUMENT.format(i=i + 1, document=self._doc(i)))
-                size += len(parts[-1])
-                i += 1
-            context += "".join(parts)[:pad_chars]
+            context += pad_text(self._numbered_doc, units, pad_chars, "\n\n")
         prompt = self.template.replace("{context}", context, 1)
         return Draft(prompt, list(self.answers), self.answer_prefix)

@@ -20,7 +20,7 @@ import string
 from collections.abc import Callable
 
 from longctx.eval.ruler.constants import NOISE_SENTENCE, VT_ANSWER_PREFIX, VT_TEMPLATE
-from longctx.eval.ruler.fit import Draft
+from longctx.eval.ruler.fit import Draft, pad_text
 
 ICL_MAX_TOKENS = 500
 
@@ -90,7 +90,6 @@ class VtRenderer:
     def render(self, units: int, pad_chars: int, variant: int = 0) -> Draft:
         ctx = noise_context(random.Random(f"{self.rng_key}|insert|{units}"), units, self.chain)
         if pad_chars:
-            reps = pad_chars // (len(NOISE_SENTENCE) + 1) + 1
-            ctx += (("\n" + NOISE_SENTENCE) * reps)[:pad_chars]
+            ctx += pad_text(lambda _i: NOISE_SENTENCE, 0, pad_chars, "\n")
         prompt = self.task_template.replace("{context}", ctx, 1) + self.answer_prefix
         return Draft(prompt, list(self.answers), self.answer_prefix)
