@@ -201,3 +201,36 @@ def test_cross_stage_cli_rule_sees_a_violation():
              "longctx.cli": {"longctx.data.commands"}, "longctx.demo": {"longctx.eval.cli"}}
     assert cross_stage_cli_imports(graph) == {("longctx.data.stats", "longctx.pack.commands"),
                                               ("longctx.pack.build", "longctx.eval.cli")}
+
+
+# Lower layers never import the layers built on them: packing uses the data readers and the
+# mixture rules, never the reverse (a pool, a reader or a selection rule stays usable alone).
+LAYER_BANS = {"longctx.data": ("longctx.pack",), "longctx.mix": ("longctx.pack",)}
+
+
+def _in(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def layer_violations(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(module, target) pairs where a module imports a layer its package must not use."""
+    return {
+        (name, t)
+        for name, targets in graph.items()
+        for low, banned in LAYER_BANS.items() if _in(name, low)
+        for t in targets if any(_in(t, b) for b in banned)
+    }
+
+
+def test_data_and_mix_never_import_pack():
+    found = layer_violations(import_graph())
+    assert not found, "a lower layer imports pack:\n" + "\n".join(
+        f"  {a} -> {b}" for a, b in sorted(found))
+
+
+def test_layer_rule_sees_a_violation():
+    graph = {"longctx.mix.select": {"longctx.pack.scan", "longctx.data.readers"},
+             "longctx.data.workers": {"longctx.pack"}, "longctx.pack.build": {"longctx.mix.select"},
+             "longctx.mixer": {"longctx.pack.scan"}}
+    assert layer_violations(graph) == {("longctx.mix.select", "longctx.pack.scan"),
+                                       ("longctx.data.workers", "longctx.pack")}

@@ -12,8 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from longctx.pack.export import run_export
-from longctx.pack.select import (
+from longctx.mix.select import (
     MAX_PASSES,
     Eligible,
     SelectError,
@@ -21,6 +20,7 @@ from longctx.pack.select import (
     check_output_size,
     select_pieces,
 )
+from longctx.pack.export import run_export
 from longctx.pack.shards import PackedDataset, ShardError, ShardWriter
 
 from ..cli_helpers import assert_one_line_error as _one_line_error

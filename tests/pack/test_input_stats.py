@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from longctx.pack.build import InputStats
+from longctx.mix.input_stats import InputStats
 from longctx.pack.scan import STAT_KEYS
 
 

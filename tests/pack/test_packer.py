@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from longctx.mix.select import Eligible, select_pieces
 from longctx.pack.packer import PackError, Piece, pack_rows
-from longctx.pack.select import Eligible, select_pieces
 
 
 def _pieces(lengths, domains):

@@ -13,7 +13,7 @@ Steps (each one deterministic from the config and the seed):
    pass over the corpus. Freezes and the stop point depend only on the files before them,
    never on worker count or timing.
 3. Target shares (measured input token shares unless ``--mix``; ``--upsample`` multiplies)
-   become exact integer budgets; :mod:`longctx.pack.select` picks pieces to fill them.
+   become exact integer budgets; :mod:`longctx.mix.select` picks pieces to fill them.
 4. :mod:`longctx.pack.packer` concatenates pieces into rows; shards and ``manifest.json``
    are written.
 """
@@ -35,6 +35,8 @@ from longctx.cliopts import opt, weights_flag
 from longctx.config import ConfigError, parse_count, to_dict
 from longctx.data.readers import DataError, expand_inputs
 from longctx.data.workers import prestart, run_ordered, stop_forkserver
+from longctx.mix.input_stats import InputStats
+from longctx.mix.select import check_budgets, check_output_size, select_pieces
 from longctx.mix.strategies import (
     GLOBAL_GROUP,
     STRATEGIES,
@@ -45,7 +47,6 @@ from longctx.mix.strategies import (
     plan_budgets,
     predicted_long_fraction,
 )
-from longctx.pack.input_stats import InputStats
 from longctx.pack.packer import Piece, pack_rows
 from longctx.pack.scan import (
     FROZEN_FILE,
@@ -56,7 +57,6 @@ from longctx.pack.scan import (
     scan_file,
     write_frozen,
 )
-from longctx.pack.select import check_budgets, check_output_size, select_pieces
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import SpillReader, load_eligible
 from longctx.pack.tok import TokenizerSpec, resolve_spec
@@ -722,4 +722,4 @@ def _manifest(
     }
 
 
-__all__ = ["BuildConfig", "BuildError", "InputStats", "STAT_KEYS", "plan_scan", "run_build"]
+__all__ = ["BuildConfig", "BuildError", "STAT_KEYS", "plan_scan", "run_build"]

@@ -11,8 +11,8 @@ import numpy as np
 
 from longctx.data.readers import domain_code_dtype
 from longctx.errors import LongctxError
+from longctx.mix.select import Eligible
 from longctx.pack.scan import meta_path, tokens_path
-from longctx.pack.select import Eligible
 
 
 class SpillError(LongctxError):
