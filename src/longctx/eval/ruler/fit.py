@@ -1,15 +1,16 @@
 """Exact prompt lengths: choose how much haystack a prompt gets so that it is exactly
 ``budget`` tokens in the model's tokenizer.
 
-RULER grows the haystack in coarse steps (500 essay words, 25 sentences, 10 documents) and
-keeps the largest size whose prompt plus ``tokens_to_generate`` fits, so its prompts are
-up to one step short. We search the same haystack units one at a time, then append a
-*pad*: the first ``c`` characters of more haystack of the same kind (the next essay
-words, noise sentences, distractor lines, list entries, documents), choosing ``c`` so the
-whole prompt re-tokenizes to exactly ``budget`` ids. One more character can add two
-tokens (" 1" is two tokens in SmolLM2 and LLaMA), so when no ``c`` hits the budget we try
-another pad text (an essay pad that starts a few words later) and then one unit fewer. Counting always tokenizes the whole
-prompt text, so the text and the ids the model gets agree; no seams.
+RULER keeps the largest haystack (essay words, noise sentences, list words, documents)
+whose prompt plus ``tokens_to_generate`` fits the length (grown in 500-word / 25-sentence
+/ 10-document steps in April 2024, bisected at HEAD), so its prompts fall short by up to
+one step or unit. We search the same units, then append a *pad*: the first ``c``
+characters of more haystack of the same kind (the next essay words, noise sentences,
+distractor lines, list entries, documents), choosing ``c`` so the whole prompt
+re-tokenizes to exactly ``budget`` ids. One more character can add two tokens (" 1" is
+two tokens in SmolLM2 and LLaMA), so when no ``c`` hits the budget we try another pad
+text (an essay pad that starts a few words later), then one unit fewer. Counting always
+tokenizes the whole prompt text, so the text and the ids the model gets agree: no seams.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ family is from ``scripts/eval/synthetic/constants.py``.
 
 Length rule. RULER keeps the largest haystack with ``len(tokenize(prompt)) +
 tokens_to_generate <= max_seq_length``, counting the prompt without BOS, so its prompts
-fall short of the length by up to one growth step. Here the prompt (model template, task,
+fall short of the length by up to one growth step or unit. Here the prompt (model template, task,
 answer prefix) is **exactly** ``length - tokens_to_generate`` model-facing tokens: the
 leading specials the tokenizer's post-processor adds (as ``eval.needle`` feeds them; none
 for SmolLM2) plus the ids of the whole prompt text, so prompt + the full generation budget
