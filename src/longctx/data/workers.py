@@ -125,10 +125,10 @@ def ordered_results(
 def _terminate(pool: ProcessPoolExecutor) -> None:
     """Cancel queued tasks and kill running ones (a stop needs none of their results; steps
     write their outputs atomically, so a killed one leaves nothing to be taken as finished)."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # gone after shutdown
+    for proc in procs:
         proc.terminate()
-    pool.shutdown(wait=True)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_ordered(

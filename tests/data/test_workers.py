@@ -1,0 +1,76 @@
+"""The ordered worker pool: task order, the in-flight window, the skip hook, stop and errors."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from longctx.data.workers import ordered_results, run_ordered
+
+
+def _slow_square(k: int) -> tuple[int, int]:
+    """Later tasks finish first, so results arrive out of order unless the pool reorders."""
+    time.sleep(0.02 * (6 - k) if k < 6 else 0.0)
+    return k * k, os.getpid()
+
+
+def _sleep_past_three(k: int) -> int:
+    if k > 3:
+        time.sleep(60)  # only a terminated pool lets the test end in time
+    return k
+
+
+def _fail_on_two(k: int) -> int:
+    if k == 2:
+        raise ValueError(f"task {k} is bad")
+    return k
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_results_come_in_task_order(workers):
+    got = list(ordered_results(_slow_square, 8, lambda k: k, workers))
+    assert [r for r, _ in got] == [k * k for k in range(8)]
+    pids = {pid for _, pid in got}
+    assert (pids == {os.getpid()}) if workers == 1 else (os.getpid() not in pids)
+
+
+def test_a_task_is_made_only_when_the_window_has_room():
+    consumed: list[int] = []
+    seen_at_make: dict[int, int] = {}
+
+    def make(k: int) -> int:
+        seen_at_make[k] = len(consumed)
+        return k
+
+    for r in ordered_results(_slow_square, 10, make, workers=2):
+        consumed.append(r[0])
+    window = 3  # workers + 1
+    assert all(seen_at_make[k] >= k - window + 1 for k in range(10))
+
+
+def test_finished_tasks_are_taken_from_the_done_hook():
+    def done(k: int):
+        return (-k, 0) if k % 2 == 0 else None
+
+    got = [r for r, _ in ordered_results(_slow_square, 6, lambda k: k, 2, done=done)]
+    assert got == [0, 1, -2, 9, -4, 25]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stop_ends_the_run_and_terminates_the_workers(workers):
+    seen: list[int] = []
+    t0 = time.monotonic()
+    run_ordered(_sleep_past_three, 20, lambda k: k, workers,
+                lambda r: seen.append(r) or r == 2)
+    assert seen == [0, 1, 2]
+    assert time.monotonic() - t0 < 30
+    assert not multiprocessing.active_children()
+
+
+def test_a_worker_error_reaches_the_caller():
+    with pytest.raises(ValueError, match="task 2 is bad"):
+        list(ordered_results(_fail_on_two, 5, lambda k: k, 2))
+    assert not multiprocessing.active_children()
