@@ -36,7 +36,13 @@ from longctx.config import ConfigError, parse_count, to_dict
 from longctx.data.readers import DataError, expand_inputs
 from longctx.data.workers import prestart, run_ordered, stop_forkserver
 from longctx.mix.input_stats import InputStats
-from longctx.mix.select import check_budgets, check_output_size, select_pieces
+from longctx.mix.select import (
+    Eligible,
+    Selection,
+    check_budgets,
+    check_output_size,
+    select_pieces,
+)
 from longctx.mix.strategies import (
     GLOBAL_GROUP,
     STRATEGIES,
@@ -315,16 +321,13 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
 
 def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, Any]:
     plan = plan_scan(cfg)
-    strategy, out, work, spec, tok = plan.strategy, plan.out, plan.work, plan.spec, plan.tok
-    check_output_size(plan.rows, cfg.seq_len, np.dtype(tok.dtype).itemsize,
+    out = plan.out
+    check_output_size(plan.rows, cfg.seq_len, np.dtype(plan.tok.dtype).itemsize,
                       free_disk=shutil.disk_usage(out if out.exists() else out.parent
                                                   if out.parent.exists() else ".").free,
                       memory=_physical_memory())
-    dtype = tok.dtype
-    requested, rows, total, keep = plan.requested, plan.rows, plan.total, plan.keep
-    out_cfg, cfg_hash, rels = plan.out_cfg, plan.cfg_hash, plan.rels
     before = read_manifest(out)
-    if not cfg.force and is_done(out, cfg_hash) and _outputs_intact(out, before or {}):
+    if not cfg.force and is_done(out, plan.cfg_hash) and _outputs_intact(out, before or {}):
         manifest = dict(before or {})
         manifest["skipped_rerun"] = True
         shutil.rmtree(out / TOKENIZER_CACHE, ignore_errors=True)
@@ -334,14 +337,51 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
     owned = before is not None and before.get("stage") == STAGE
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(out, {"stage": STAGE, "status": "running", "format_version": FORMAT_VERSION,
-                         "config": out_cfg, "config_hash": cfg_hash})
+                         "config": plan.out_cfg, "config_hash": plan.cfg_hash})
     open_work_dir(plan)
-    base_tasks = tasks = plan.tasks
-    stats = InputStats(spec.specials_per_doc)
-    summaries: list[dict[str, Any]] = []
+    with progress_bar(progress) as bar:
+        scan = scan_inputs(plan, bar)
+        chosen = plan_selection(plan, scan)
+        if owned:
+            for old in out.glob("shard-*.arrow"):
+                old.unlink()
+            shutil.rmtree(out / HELDOUT_DIR, ignore_errors=True)
+        shards = pack_selection(plan, chosen, bar)
+    heldout = (
+        write_heldout(out / HELDOUT_DIR, plan.work, scan.summaries, cfg, plan.tok,
+                      plan.tok.dtype, chosen.vocab)
+        if cfg.heldout_fraction else None
+    )
+    timer.__exit__(None, None, None)
+    manifest = _manifest(plan, scan, chosen, shards, timer)
+    if heldout is not None:
+        manifest["heldout"] = heldout
+    write_manifest(out, manifest)
+    shutil.rmtree(plan.work, ignore_errors=True)
+    shutil.rmtree(out / TOKENIZER_CACHE, ignore_errors=True)
+    return manifest
 
+
+@dataclass
+class ScanResult:
+    """What the scan of the files read left for selection (their spills are in ``plan.work``)."""
+
+    summaries: list[dict[str, Any]]  # per file read, in reading order: its scan marker
+    pools: list[set[str]]  # per file read: the domains whose documents it contributes
+    stats: InputStats  # per-domain input statistics of the files read
+
+
+def scan_inputs(plan: ScanPlan, bar: Any) -> ScanResult:
+    """Scan files in the seeded reading order until every budget is covered (``subset``) or
+    the files run out, freezing covered domains on the way (module docstring, step 2).
+
+    The work folder must be open (:func:`open_work_dir`); ``bar`` is a progress bar."""
+    cfg, strategy, work = plan.cfg, plan.strategy, plan.work
+    tasks = plan.tasks
+    stats = InputStats(plan.spec.specials_per_doc)
+    summaries: list[dict[str, Any]] = []
+    pools: list[set[str]] = []
     last_new_domain = [0]  # files read when the latest new domain first appeared
-    pools: list[set[str]] = []  # per file read: the domains whose documents it contributes
 
     def covered() -> bool:
         """After each file: freeze covered domains, unfreeze short ones; stop reading?
@@ -360,7 +400,8 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
         if cfg.mix and any(d not in stats.domains for d in cfg.mix):
             return False
         try:
-            _, budgets = plan_budgets(strategy, total, stats.token_weights(), cfg.mix, cfg.upsample)
+            _, budgets = plan_budgets(strategy, plan.total, stats.token_weights(), cfg.mix,
+                                      cfg.upsample)
         except MixError:
             return False
         for d in sorted(stats.frozen):
@@ -377,131 +418,131 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
         # frozen domains need no tokenizing (if one is unfrozen before this file's result is
         # used, the file is scanned again: the output never depends on timing)
         skip = tuple(sorted(stats.frozen))
-        return replace(base_tasks[k], covered=skip) if skip else base_tasks[k]
+        return replace(tasks[k], covered=skip) if skip else tasks[k]
 
-    with progress_bar(progress) as bar:
-        scan_bar = bar.add_task("scan files", total=len(tasks))
+    scan_bar = bar.add_task("scan files", total=len(tasks))
 
-        def on_result(summary: dict[str, Any]) -> bool:
-            if set(summary.get("covered", [])) - stats.frozen:  # skipped a domain now needed
-                summary = scan_file(make_task(len(summaries)))
-            summaries.append(summary)
-            pools.append(set(summary["stats"]) - stats.frozen)
-            if set(summary["stats"]) - set(stats.domains):
-                last_new_domain[0] = len(summaries)
-            stats.add(summary)
-            bar.advance(scan_bar)
-            _fail_hook("scan", len(summaries))
-            before = set(stats.frozen)
-            stop = covered()
-            if stats.frozen != before:  # running workers pick it up within 64 documents
-                write_frozen(work, stats.frozen)
-            return stop
+    def on_result(summary: dict[str, Any]) -> bool:
+        if set(summary.get("covered", [])) - stats.frozen:  # skipped a domain now needed
+            summary = scan_file(make_task(len(summaries)))
+        summaries.append(summary)
+        pools.append(set(summary["stats"]) - stats.frozen)
+        if set(summary["stats"]) - set(stats.domains):
+            last_new_domain[0] = len(summaries)
+        stats.add(summary)
+        bar.advance(scan_bar)
+        _fail_hook("scan", len(summaries))
+        before = set(stats.frozen)
+        stop = covered()
+        if stats.frozen != before:  # running workers pick it up within 64 documents
+            write_frozen(work, stats.frozen)
+        return stop
 
-        run_ordered(scan_file, len(tasks), make_task, cfg.workers, on_result, done=load_done,
-                    initializer=init_worker, tokenizer_json=Path(spec.folder) / "tokenizer.json")
-        bar.update(scan_bar, total=len(summaries), completed=len(summaries))
+    run_ordered(scan_file, len(tasks), make_task, cfg.workers, on_result, done=load_done,
+                initializer=init_worker, tokenizer_json=Path(plan.spec.folder) / "tokenizer.json")
+    bar.update(scan_bar, total=len(summaries), completed=len(summaries))
+    return ScanResult(summaries, pools, stats)
 
-        # ---- plan and select
-        est = stats.estimate()
-        vocab = sorted(est)
-        if not vocab:
-            raise BuildError(f"no usable documents in {len(summaries)} input file(s); "
-                             f"skipped: {dict(stats.skipped)}")
-        unknown = sorted(set(cfg.mix) - set(vocab))
-        if unknown:
-            raise BuildError(f"--mix names domain(s) not found in the input: {', '.join(unknown)} "
-                             f"(found: {', '.join(vocab)})")
-        shares, budgets = plan_budgets(strategy, total, stats.token_weights(), cfg.mix, cfg.upsample)
-        el = load_eligible(work, summaries, pools, vocab)
-        if strategy.per_domain:
-            groups = {d: np.flatnonzero(el.domain == i) for i, d in enumerate(vocab)}
-        else:
-            groups = {GLOBAL_GROUP: np.arange(len(el))}
-        empty = [k for k, b in budgets.items() if b and not len(groups.get(k, ()))]
-        if empty:
-            raise BuildError(
-                f"no eligible documents for {', '.join(empty)} (budget > 0): every document there "
-                f"is shorter than --long-threshold {cfg.long_threshold} and none was kept by "
-                f"--short-keep {cfg.short_keep}; raise --short-keep or set --mix"
-            )
-        check_budgets(budgets, {k: int(el.length[g].sum()) for k, g in groups.items()})
-        sel = select_pieces(el, groups, budgets, chunk=cfg.long_threshold if strategy.chunk else None)
-        repeated = {k: g for k, g in sel.groups.items() if g.repeated_tokens}
-        if repeated and cfg.strict:
-            k, g = next(iter(sorted(repeated.items())))
-            raise BuildError(
-                f"--strict: {k} has {g.available} eligible tokens in the input but its budget is "
-                f"{g.budget}; its documents would be repeated {g.epochs} times"
-            )
-        assert int(sel.length.sum()) == total
 
-        # ---- pack
-        if owned:
-            for old in out.glob("shard-*.arrow"):
-                old.unlink()
-            shutil.rmtree(out / HELDOUT_DIR, ignore_errors=True)
-        shard_rows = cfg.shard_rows or max(1, SHARD_BYTES // (cfg.seq_len * dtype.itemsize))
-        reader = SpillReader(work, dtype)
-        pack_bar = bar.add_task("pack rows", total=rows)
-        docs = sel.doc
+@dataclass
+class BudgetSelection:
+    """The selection step's outcome: budgets and the pieces that fill them exactly."""
 
-        def pieces():
-            for j in range(len(docs)):
-                i = int(docs[j])
-                off = int(sel.offset[j])
-                toks = reader.read(int(el.file[i]), int(el.start[i]) + off, int(sel.length[j]))
-                yield Piece(toks, int(el.domain[i]), int(el.file[i]), int(el.line[i]), off)
+    est: dict[str, dict[str, Any]]  # per-domain input estimates (InputStats.estimate)
+    vocab: list[str]  # sorted domain names; the shards' domain codes index it
+    shares: dict[str, float]  # target shares
+    budgets: dict[str, int]  # per budget group (a domain, or GLOBAL_GROUP): exact tokens
+    el: Eligible  # every eligible document of the files read
+    sel: Selection  # the pieces, in packing order
 
-        shards: list[dict[str, Any]] = []
-        writer: ShardWriter | None = None
-        written = 0
-        try:
-            for batch in pack_rows(pieces(), cfg.seq_len, dtype, batch_rows=min(64, shard_rows)):
-                r0 = 0
-                while r0 < batch.rows:
-                    if writer is None:
-                        writer = ShardWriter(out / f"shard-{len(shards):05d}.arrow", cfg.seq_len,
-                                             dtype, provenance=True, num_domains=len(vocab))
-                    take = min(batch.rows - r0, shard_rows - writer.rows)
-                    sl = slice(r0, r0 + take)
-                    writer.write(
-                        batch.input_ids[sl], batch.doc_offsets[sl], batch.doc_domains[sl],
-                        batch.continues[sl], {k: v[sl] for k, v in batch.provenance().items()},
-                    )
-                    r0 += take
-                    written += take
-                    bar.advance(pack_bar, take)
-                    if writer.rows == shard_rows:
-                        shards.append(writer.close())
-                        writer = None
-                        _fail_hook("pack", len(shards))
-            if writer is not None:
-                shards.append(writer.close())
-                writer = None
-        finally:
-            reader.close()
-            if writer is not None:
-                writer.close()
-    assert written == rows
-    heldout = (
-        write_heldout(out / HELDOUT_DIR, work, summaries, cfg, tok, dtype, vocab)
-        if cfg.heldout_fraction else None
-    )
 
-    # ---- manifest
-    timer.__exit__(None, None, None)
-    manifest = _manifest(
-        cfg, out_cfg, cfg_hash, strategy.name, keep, tok.describe(), dtype, rows, total,
-        requested, vocab, est, shares, budgets, sel, el, stats, shards, rels, tasks,
-        summaries, timer, pools,
-    )
-    if heldout is not None:
-        manifest["heldout"] = heldout
-    write_manifest(out, manifest)
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(out / TOKENIZER_CACHE, ignore_errors=True)
-    return manifest
+def plan_selection(plan: ScanPlan, scan: ScanResult) -> BudgetSelection:
+    """Turn the scan into exact integer budgets and choose the pieces that fill them
+    (module docstring, step 3); raises :class:`BuildError` when they cannot be filled."""
+    cfg, strategy, stats = plan.cfg, plan.strategy, scan.stats
+    est = stats.estimate()
+    vocab = sorted(est)
+    if not vocab:
+        raise BuildError(f"no usable documents in {len(scan.summaries)} input file(s); "
+                         f"skipped: {dict(stats.skipped)}")
+    unknown = sorted(set(cfg.mix) - set(vocab))
+    if unknown:
+        raise BuildError(f"--mix names domain(s) not found in the input: {', '.join(unknown)} "
+                         f"(found: {', '.join(vocab)})")
+    shares, budgets = plan_budgets(strategy, plan.total, stats.token_weights(), cfg.mix,
+                                   cfg.upsample)
+    el = load_eligible(plan.work, scan.summaries, scan.pools, vocab)
+    if strategy.per_domain:
+        groups = {d: np.flatnonzero(el.domain == i) for i, d in enumerate(vocab)}
+    else:
+        groups = {GLOBAL_GROUP: np.arange(len(el))}
+    empty = [k for k, b in budgets.items() if b and not len(groups.get(k, ()))]
+    if empty:
+        raise BuildError(
+            f"no eligible documents for {', '.join(empty)} (budget > 0): every document there "
+            f"is shorter than --long-threshold {cfg.long_threshold} and none was kept by "
+            f"--short-keep {cfg.short_keep}; raise --short-keep or set --mix"
+        )
+    check_budgets(budgets, {k: int(el.length[g].sum()) for k, g in groups.items()})
+    sel = select_pieces(el, groups, budgets, chunk=cfg.long_threshold if strategy.chunk else None)
+    repeated = {k: g for k, g in sel.groups.items() if g.repeated_tokens}
+    if repeated and cfg.strict:
+        k, g = next(iter(sorted(repeated.items())))
+        raise BuildError(
+            f"--strict: {k} has {g.available} eligible tokens in the input but its budget is "
+            f"{g.budget}; its documents would be repeated {g.epochs} times"
+        )
+    assert int(sel.length.sum()) == plan.total
+    return BudgetSelection(est, vocab, shares, budgets, el, sel)
+
+
+def pack_selection(plan: ScanPlan, chosen: BudgetSelection, bar: Any) -> list[dict[str, Any]]:
+    """Read the chosen pieces from the spills, pack them into rows of ``seq_len`` and write
+    the shards into ``plan.out`` (module docstring, step 4); returns their manifest entries."""
+    cfg, dtype, el, sel = plan.cfg, plan.tok.dtype, chosen.el, chosen.sel
+    shard_rows = cfg.shard_rows or max(1, SHARD_BYTES // (cfg.seq_len * dtype.itemsize))
+    reader = SpillReader(plan.work, dtype)
+    pack_bar = bar.add_task("pack rows", total=plan.rows)
+
+    def pieces():
+        for j in range(len(sel.doc)):
+            i = int(sel.doc[j])
+            off = int(sel.offset[j])
+            toks = reader.read(int(el.file[i]), int(el.start[i]) + off, int(sel.length[j]))
+            yield Piece(toks, int(el.domain[i]), int(el.file[i]), int(el.line[i]), off)
+
+    shards: list[dict[str, Any]] = []
+    writer: ShardWriter | None = None
+    written = 0
+    try:
+        for batch in pack_rows(pieces(), cfg.seq_len, dtype, batch_rows=min(64, shard_rows)):
+            r0 = 0
+            while r0 < batch.rows:
+                if writer is None:
+                    writer = ShardWriter(plan.out / f"shard-{len(shards):05d}.arrow", cfg.seq_len,
+                                         dtype, provenance=True, num_domains=len(chosen.vocab))
+                take = min(batch.rows - r0, shard_rows - writer.rows)
+                sl = slice(r0, r0 + take)
+                writer.write(
+                    batch.input_ids[sl], batch.doc_offsets[sl], batch.doc_domains[sl],
+                    batch.continues[sl], {k: v[sl] for k, v in batch.provenance().items()},
+                )
+                r0 += take
+                written += take
+                bar.advance(pack_bar, take)
+                if writer.rows == shard_rows:
+                    shards.append(writer.close())
+                    writer = None
+                    _fail_hook("pack", len(shards))
+        if writer is not None:
+            shards.append(writer.close())
+            writer = None
+    finally:
+        reader.close()
+        if writer is not None:
+            writer.close()
+    assert written == plan.rows
+    return shards
 
 
 def _physical_memory() -> int | None:
@@ -630,9 +671,11 @@ def write_heldout(
 
 
 def _manifest(
-    cfg, out_cfg, cfg_hash, strategy, keep, tokenizer, dtype, rows, total, requested, vocab,
-    est, shares, budgets, sel, el, stats, shards, rels, tasks, summaries, timer, pools,
+    plan: ScanPlan, scan: ScanResult, chosen: BudgetSelection, shards: list[dict[str, Any]], timer: Timer,
 ) -> dict[str, Any]:
+    cfg, keep, total, tasks = plan.cfg, plan.keep, plan.total, plan.tasks
+    vocab, est, shares, budgets = chosen.vocab, chosen.est, chosen.shares, chosen.budgets
+    sel, el, summaries = chosen.sel, chosen.el, scan.summaries
     T = cfg.long_threshold
     doms = el.domain[sel.doc]
     long = is_long(el.length[sel.doc], T)
@@ -690,14 +733,14 @@ def _manifest(
         "stage": STAGE,
         "status": "done",
         "format_version": FORMAT_VERSION,
-        "config": out_cfg,
-        "config_hash": cfg_hash,
-        "strategy": strategy,
+        "config": plan.out_cfg,
+        "config_hash": plan.cfg_hash,
+        "strategy": plan.strategy.name,
         "seq_len": cfg.seq_len,
-        "num_sequences": rows,
+        "num_sequences": plan.rows,
         "tokens_total": total,
-        "tokens_requested": requested,
-        "dtype": np.dtype(dtype).name,
+        "tokens_requested": plan.requested,
+        "dtype": np.dtype(plan.tok.dtype).name,
         "long_threshold": T,
         "short_keep": cfg.short_keep,
         "keep_probability": keep,
@@ -708,13 +751,13 @@ def _manifest(
         "input": inputs,
         "input_files": {"total": len(tasks), "read": len(summaries),
                         "subset": len(summaries) < len(tasks),
-                        "domain_pool_files": {d: sum(d in p for p in pools) for d in vocab}},
+                        "domain_pool_files": {d: sum(d in p for p in scan.pools) for d in vocab}},
         "repeated": repeats,
         "warnings": warnings,
-        "skipped": dict(sorted(stats.skipped.items())),
+        "skipped": dict(sorted(scan.stats.skipped.items())),
         "shards": shards,
-        "files": [{"path": r, "read": i in read} for i, r in enumerate(rels)],
-        "tokenizer": tokenizer,
+        "files": [{"path": r, "read": i in read} for i, r in enumerate(plan.rels)],
+        "tokenizer": plan.tok.describe(),
         "documents_selected": int(first.sum()),
         "seconds": {"wall": round(timer.wall, 3), "cpu": round(timer.cpu, 3),
                     "scan_cpu_used_files": round(sum(s.get("cpu_s", 0.0) for s in summaries), 3)},
