@@ -15,6 +15,16 @@ ids we count.
 
 Cells are appended to ``cells.jsonl`` as they finish and skipped on rerun, so a long grid
 can be interrupted and resumed.
+
+**Shared prefixes.** Every prompt of a run is ``pre + ctx[:b] + needle + ctx[b:n] + suffix``
+over the same ``ctx``, so two prompts agree up to the shallower insertion point, and further
+when they share ``b`` (then up to the shorter context). Ordered by (pre, b, needle ids, n,
+suffix ids) the prompts sharing any prefix run consecutively (a depth-first walk of the
+prompt trie), and :class:`~longctx.eval.generate.PromptCache` keeps one KV cache, cropped to
+what the next prompt shares, so each distinct prefix is prefilled once. That is the fewest
+prefill tokens exact reuse allows, short of a needle or suffix token that happens to equal
+the haystack token it displaces. Responses equal per-cell prefill's (fp32 rounding of the
+split prefill aside, ~1e-5 in the logits); ``--no-prefix-reuse`` is that reference path.
 """
 
 from __future__ import annotations
@@ -33,7 +43,13 @@ import numpy as np
 from longctx.cliopts import opt
 from longctx.config import to_dict
 from longctx.eval import scorers
-from longctx.eval.generate import EvalError, first_line_done, greedy_generate, load_eval_model
+from longctx.eval.generate import (
+    EvalError,
+    PromptCache,
+    first_line_done,
+    greedy_generate,
+    load_eval_model,
+)
 from longctx.eval.haystack import Haystack, collapse_whitespace, load_haystack
 from longctx.eval.model_args import EvalModelArgs
 from longctx.intervals import RULE as INTERVAL_RULE
@@ -143,6 +159,9 @@ class NeedleConfig(EvalModelArgs):
     seed: int = opt(42, "Seed for RULER keys and values.")
     samples: int = opt(1, "RULER needles per cell (another key and value each); the cell score "
                        "is their mean and needle.json gets a bootstrap interval.")
+    prefix_reuse: bool = opt(True, "Run cells in shared-prefix order and keep the KV cache of "
+                             "the prefix a prompt shares with the previous one (same "
+                             "responses); off: prefill every cell from scratch.")
 
     def validate(self) -> None:
         if self.needle not in ("paper", "ruler"):
@@ -309,6 +328,37 @@ class CellBuilder:
         return Cell(ids, length, depth, n, b, len(pre) + b, len(needle), instance)
 
 
+def prefix_key(cell: Cell) -> tuple:
+    """Sort key under which prompts sharing a prefix run consecutively (module docstring)."""
+    ids, b, start = cell.ids, cell.insert_at, cell.needle_start
+    after = start + cell.needle_tokens
+    return (
+        tuple(ids[: start - b]),
+        b,
+        tuple(ids[start:after]),
+        cell.context_tokens,
+        tuple(ids[after + cell.context_tokens - b :]),
+    )
+
+
+def build_needle(
+    cfg: NeedleConfig, builder: CellBuilder, length: int, depth: int, sample: int
+) -> Cell:
+    return builder.build(length, depth, make_instance(cfg.needle, cfg.seed, length, depth, sample))
+
+
+def prefix_order(
+    cfg: NeedleConfig, builder: CellBuilder, cells: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """``cells`` (length, depth) ordered by their first needle's :func:`prefix_key`; a cell's
+    samples stay together, so resuming still loses at most the cell in progress."""
+    keys = {
+        c: min(prefix_key(build_needle(cfg, builder, *c, k)) for k in range(cfg.samples))
+        for c in cells
+    }
+    return sorted(cells, key=keys.__getitem__)
+
+
 # -------------------------------------------------------------------------------- running
 def cell_key(length: int, depth: int) -> str:
     return f"{length}:{depth}"
@@ -397,10 +447,12 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
 
     from longctx.progress import progress_bar
 
+    prompts = PromptCache() if cfg.prefix_reuse else None
+    order = prefix_order(cfg, builder, todo) if prompts is not None else todo
     with progress_bar(progress, transient=True) as bar, open(cells_path, "a") as sink:
         task = bar.add_task(f"needle ({cfg.needle})", total=len(todo))
-        for length, depth in todo:
-            rec = _run_cell(cfg, model, tok, builder, length, depth)
+        for length, depth in order:
+            rec = _run_cell(cfg, model, tok, builder, length, depth, prompts)
             rec["cell_hash"] = chash
             sink.write(json.dumps(rec) + "\n")
             sink.flush()
@@ -469,6 +521,11 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
                 "computed_now": len(todo),
                 "reused": len(grid) - len(todo),
             },
+            "prefill": {
+                "prefix_reuse": cfg.prefix_reuse,
+                "prompt_tokens": sum(L for L, _ in todo) * cfg.samples,
+                "tokens_from_cache": prompts.reused_tokens if prompts else 0,
+            },
             "average": average,
             "checksums": {
                 "needle.json": sha256_file(out / "needle.json"),
@@ -481,12 +538,23 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
 
 
 def _run_cell(
-    cfg: NeedleConfig, model: Any, tok: Any, builder: CellBuilder, length: int, depth: int
+    cfg: NeedleConfig,
+    model: Any,
+    tok: Any,
+    builder: CellBuilder,
+    length: int,
+    depth: int,
+    prompts: PromptCache | None,
 ) -> dict[str, Any]:
-    """One cell: ``samples`` needles at this length and depth; scores are their means."""
+    """One cell: ``samples`` needles at this length and depth; scores are their means. With
+    ``prompts`` the needles run in prefix order (results stay in sample order)."""
     t0 = time.perf_counter()
-    runs = [_run_needle_once(cfg, model, tok, builder, length, depth, k)
-            for k in range(cfg.samples)]
+    cells = [build_needle(cfg, builder, length, depth, k) for k in range(cfg.samples)]
+    order = range(cfg.samples)
+    if prompts is not None:
+        order = sorted(order, key=lambda k: prefix_key(cells[k]))
+    by_sample = {k: _run_needle_once(cfg, model, tok, cells[k], prompts) for k in order}
+    runs = [by_sample[k] for k in range(cfg.samples)]
     rec = dict(runs[0])
     rec["seconds"] = time.perf_counter() - t0
     if cfg.samples > 1:
@@ -496,12 +564,10 @@ def _run_cell(
 
 
 def _run_needle_once(
-    cfg: NeedleConfig, model: Any, tok: Any, builder: CellBuilder, length: int, depth: int,
-    sample: int,
+    cfg: NeedleConfig, model: Any, tok: Any, cell: Cell, prompts: PromptCache | None
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    inst = make_instance(cfg.needle, cfg.seed, length, depth, sample)
-    cell = builder.build(length, depth, inst)
+    inst = cell.instance
     stop_ids = [i for i in (tok.eos_id,) if i is not None]
     new = greedy_generate(
         model,
@@ -511,11 +577,12 @@ def _run_needle_once(
         decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
         stop_text=first_line_done if cfg.stop_at_newline else None,
         prefill_chunk=cfg.prefill_chunk,
+        prompt_cache=prompts,
     )
     response = tok.decode(new, skip_special_tokens=True).strip()
     return {
-        "length": length,
-        "depth": depth,
+        "length": cell.length,
+        "depth": cell.depth,
         "scores": scorers.needle_scores(
             response, inst.refs, inst.recall_expected, inst.needle_text
         ),
