@@ -5,9 +5,9 @@ Domain names come from the corpus or from folders a user received: matplotlib wo
 the font renderer, and 30,000 of them take minutes to lay out. So every figure draws text
 verbatim (:func:`plain_text`), labels go through :func:`label`, and at most
 ``MAX_DOMAINS`` domains are drawn (:func:`split_top`; the rest are summed as "other").
-The needle heatmap and the loss figure are drawn here, from the stage's JSON, for both
-the stage's own PNG and the report's redraw (same colours, same trained-length line); they
-tolerate the malformed values a report reads from folders it received. Only matplotlib and
+The needle and RULER heatmaps and the loss figure are drawn here, from the stage's JSON,
+for both the stage's own PNG and the report's redraw (same colours, same trained-length
+line); they tolerate the malformed values a report reads from folders it received. Only matplotlib and
 numpy: no stage code, so the report may import it.
 """
 
@@ -173,24 +173,38 @@ def draw_needle(ax: Any, result: Mapping[str, Any]) -> Any:
     """The needle heatmap on ``ax``: depth (rows, 0% at top) x length (columns), score 0..1,
     white grid, dashed white line at the trained length. Returns the image (for a colorbar),
     or None when there are no cells."""
+    lengths, depths, grid = needle_grid(result)
+    ax.set_ylabel("needle depth")
+    return draw_length_heatmap(ax, grid, lengths, [f"{d:g}%" for d in depths],
+                               finite(result.get("trained_length")), vmax=1.0)
+
+
+def draw_length_heatmap(
+    ax: Any, grid: Any, lengths: list[int], rows: list[str], trained: float | None, vmax: float,
+    annotate: bool = False,
+) -> Any:
+    """A rows x length score heatmap on ``ax`` (the needle's colours, 0..``vmax``), white
+    grid, dashed white line at the trained length, each cell's value written in it when
+    ``annotate``. Returns the image (for a colorbar), or None when there are no lengths."""
     import numpy as np
 
-    lengths, depths, grid = needle_grid(result)
-    trained = finite(result.get("trained_length"))
     xlabel = "context length (tokens)"
     if trained:
         xlabel += f"   (dashed line: trained length {int(trained):,})"
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("needle depth")
     if not lengths:
         return None
-    im = ax.imshow(grid, cmap=needle_cmap(), vmin=0.0, vmax=1.0, aspect="auto")
+    im = ax.imshow(grid, cmap=needle_cmap(), vmin=0.0, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(lengths)), [fmt_length(x) for x in lengths], rotation=45, ha="right")
-    ax.set_yticks(range(len(depths)), [f"{d:g}%" for d in depths])
+    ax.set_yticks(range(len(rows)), rows)
     ax.set_xticks(np.arange(-0.5, len(lengths)), minor=True)
-    ax.set_yticks(np.arange(-0.5, len(depths)), minor=True)
+    ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
     ax.grid(which="minor", color="white", linewidth=0.6)
     ax.tick_params(which="minor", length=0)
+    if annotate:
+        for (r, c), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=8)
     if trained:
         ax.axvline(trained_line_x(lengths, trained), color="white", linestyle="--", linewidth=2.0)
     return im
@@ -220,6 +234,51 @@ def needle_figure(result: Mapping[str, Any], title: str | None = None) -> Any:
     avg = finite(result.get("average"))
     if avg is not None:
         title += f" · average {label(result.get('headline') or 'score')} = {avg:.3f}"
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ruler_grid(result: Mapping[str, Any]) -> tuple[list[int], list[str], Any]:
+    """(lengths, row names, rows x length array of RULER scores 0..100, NaN where missing) of
+    a ruler.json: one row per task, then the per-length average over tasks."""
+    import numpy as np
+
+    lengths = sorted({int(v) for v in result.get("lengths") or [] if finite(v) is not None})
+    scores = result.get("task_scores") if isinstance(result.get("task_scores"), Mapping) else {}
+    averages = result.get("length_averages")
+    rows = [(str(t), s) for t, s in scores.items() if isinstance(s, Mapping)]
+    if isinstance(averages, Mapping):
+        rows.append(("average", averages))
+    grid = np.full((len(rows), len(lengths)), np.nan)
+    for r, (_, by_len) in enumerate(rows):
+        for c, n in enumerate(lengths):
+            v = finite(by_len.get(str(n)))
+            if v is not None:
+                grid[r, c] = v
+    return lengths, [label(name) for name, _ in rows], grid
+
+
+@verbatim
+def ruler_figure(result: Mapping[str, Any], title: str | None = None) -> Any:
+    """RULER's task x length table as a heatmap of one ruler.json (scores written in the
+    cells), the per-length average over tasks as the last row; the overall average is
+    appended to the title."""
+    lengths, rows, grid = ruler_grid(result)
+    width = min(18.0, max(7.0, 4.0 + 0.8 * len(lengths)))
+    fig = new_figure((width, 1.6 + 0.38 * max(1, len(rows))))
+    ax = fig.add_subplot(1, 1, 1)
+    im = draw_length_heatmap(ax, grid, lengths, rows, finite(result.get("trained_length")),
+                             vmax=100.0, annotate=True)
+    ax.set_ylabel("RULER task")
+    if im is not None:
+        fig.colorbar(im, ax=ax, label="RULER score (0..100)")
+    if im is not None and len(rows) > 1 and rows[-1] == "average":
+        ax.axhline(len(rows) - 1.5, color="black", linewidth=1.5)  # tasks | average
+    title = f"{label(_model_name(result))} · RULER" if title is None else label(title, 120)
+    avg = finite(result.get("average"))
+    if avg is not None:
+        title += f" · average over lengths = {avg:.2f}"
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
