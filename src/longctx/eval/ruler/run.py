@@ -5,7 +5,9 @@ make_sample` in the model's own tokens (exactly ``length - tokens_to_generate`` 
 greedily continued for the task's ``tokens_to_generate`` (stopping at EOS only, as RULER's
 generation does) and scored with the task's RULER metric (0..1 per sample). Per task and
 length the score is RULER's: the mean x100 over samples, 2 decimals; per length the mean over
-the tasks that ran (RULER's headline number).
+the tasks that ran (RULER's headline number). Consecutive prompts share their template
+and, for the noise and needle haystacks, everything before the first needle, so one
+:class:`~longctx.eval.generate.PromptCache` prefills each shared prefix once.
 
 Finished cells are appended to ``cells.jsonl``, one whole line each, and skipped on rerun
 when their ``cell_hash`` (everything a cell's result depends on) matches; a line cut by a
@@ -25,7 +27,7 @@ from typing import Any
 from longctx.cliopts import opt
 from longctx.config import to_dict
 from longctx.eval import scorers
-from longctx.eval.generate import EvalError, greedy_generate, load_eval_model
+from longctx.eval.generate import EvalError, PromptCache, greedy_generate, load_eval_model
 from longctx.eval.haystack import Haystack, load_haystack
 from longctx.eval.model_args import EvalModelArgs
 from longctx.eval.ruler import constants
@@ -246,10 +248,11 @@ def _run_ruler(
                                    max_length=max(cfg.lengths), dtype=cfg.dtype,
                                    device=cfg.device)
 
+    prompts = PromptCache()
     with progress_bar(progress, transient=True) as bar, open(cells_path, "a") as sink:
         job = bar.add_task("ruler", total=len(todo))
         for task, length, index in todo:
-            rec = _run_cell(cfg, model, tok, hay, task, length, index)
+            rec = _run_cell(cfg, model, tok, hay, task, length, index, prompts)
             rec["cell_hash"] = hashes[task]
             sink.write(json.dumps(rec) + "\n")
             sink.flush()
@@ -283,6 +286,8 @@ def _run_ruler(
         "cell_hashes": hashes,
         "counts": {"cells": len(grid), "computed_now": len(todo),
                    "reused": len(grid) - len(todo), "skipped_tasks": len(skipped)},
+        "prefill": {"prompt_tokens": prompts.reused_tokens + prompts.prefilled_tokens,
+                    "tokens_from_cache": prompts.reused_tokens},
         "average": scores["average"],
         "checksums": {"ruler.json": sha256_file(out / "ruler.json"),
                       "ruler.png": sha256_file(out / "ruler.png")},
@@ -318,7 +323,14 @@ def _provenance(
 
 
 def _run_cell(
-    cfg: RulerConfig, model: Any, tok: Any, hay: Haystack, task: str, length: int, index: int
+    cfg: RulerConfig,
+    model: Any,
+    tok: Any,
+    hay: Haystack,
+    task: str,
+    length: int,
+    index: int,
+    prompts: PromptCache,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     spec = TASKS[task]
@@ -326,7 +338,7 @@ def _run_cell(
                          squad=cfg.squad or None, hotpotqa=cfg.hotpotqa or None)
     new = greedy_generate(model, sample.ids, max_new_tokens=spec.tokens_to_generate,
                           stop_ids=[i for i in (tok.eos_id,) if i is not None],
-                          prefill_chunk=cfg.prefill_chunk)
+                          prefill_chunk=cfg.prefill_chunk, prompt_cache=prompts)
     response = tok.decode(new, skip_special_tokens=True)
     return {
         "task": task,
