@@ -77,6 +77,35 @@ def test_reuse_gives_the_same_tokens_and_logits_as_fresh_prefill(tiny_llama):
     assert worst < 1e-4, worst
 
 
+def test_long_rest_after_a_kept_prefix_runs_in_bounded_passes(tiny_llama, monkeypatch):
+    """Without prefill_chunk, what follows a kept prefix runs in passes of at most REUSE_PASS
+    tokens (their explicit masks stay small); the tokens do not change."""
+    from longctx.eval import generate
+
+    monkeypatch.setattr(generate, "REUSE_PASS", 50)
+    passes: list[int] = []
+    hook = tiny_llama.register_forward_pre_hook(
+        lambda _m, _a, kw: passes.append(kw["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        cache = PromptCache()
+        for ids in _prompts()[:4]:
+            ref = greedy_generate(tiny_llama, ids, max_new_tokens=4)
+            passes.clear()
+            kept = cache.reused_tokens
+            assert greedy_generate(tiny_llama, ids, max_new_tokens=4, prompt_cache=cache) == ref
+            kept = cache.reused_tokens - kept
+            prompt_passes = passes[:-3]  # then 3 one-token decoding steps
+            assert sum(prompt_passes) == len(ids) - kept
+            if kept:
+                assert max(prompt_passes) <= 50
+            else:
+                assert prompt_passes == [len(ids)]  # a fresh prompt: one pass, as before
+    finally:
+        hook.remove()
+    assert prompt_passes == [50, 50, 50, 30]  # the last prompt: 300 tokens, 120 kept
+
+
 def test_claim_keeps_the_common_prefix_and_counts_tokens(tiny_llama):
     prompts = _prompts()
     cache = PromptCache()

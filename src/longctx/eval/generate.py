@@ -7,6 +7,12 @@ on an H200 with a 135M model at 128K tokens, one pass took 1.74 s and 4.8 GiB, w
 16K-token chunks into the cache took 3.8 s and 9.5 GiB and 4K chunks 6.6 s and 4.9 GiB
 (chunks with a cache need an explicit mask, so attention leaves the flash kernel).
 ``prefill_chunk`` remains for machines where a single pass does not fit.
+
+A :class:`PromptCache` carries the KV cache from one prompt to the next, so a prompt that
+shares a prefix with the previous one prefills only the rest. That rest attends to cached
+keys, so it too needs an explicit mask (its tokens x all keys, one byte each): without
+``prefill_chunk`` it runs in passes of at most ``REUSE_PASS`` tokens, which caps the mask at
+2 GiB for a 128K prompt instead of 16 GiB.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from longctx.errors import LongctxError
+
+REUSE_PASS = 16384  # longest pass after a kept prefix when prefill_chunk is 0
 
 
 class EvalError(LongctxError):
@@ -128,7 +136,8 @@ def prefill(
     """Run the prompt into a KV cache; (logits of the last prompt position, cache).
 
     With ``prompt_cache`` the prompt's shared prefix comes from the previous prompt's cache and
-    only the rest runs (chunks of ``prefill_chunk`` counted from there; 0 = one pass).
+    only the rest runs (chunks of ``prefill_chunk`` counted from there; 0 = one pass, or
+    passes of ``REUSE_PASS`` after a kept prefix).
     """
     import torch
     from transformers import DynamicCache
@@ -143,6 +152,8 @@ def prefill(
         cache, start = prompt_cache.claim(model, prompt_ids)
     logits = None
     step_len = prefill_chunk if prefill_chunk > 0 else ids.shape[1] - start
+    if start > 0 and prefill_chunk <= 0:
+        step_len = min(step_len, REUSE_PASS)
     with torch.inference_mode(), warnings.catch_warnings():
         # transformers >= 5.2x renames past_key_values -> cache; the old name still works
         # and is the only one older 5.x releases (the GPU machine's 5.17) accept.
