@@ -162,3 +162,22 @@ def make_run(root: Path, *, with_pngs: bool, loss_values: dict[str, tuple[float,
     os.utime(root / "needle-before" / "needle.json", (t, t))
     os.utime(root / "needle-after" / "needle.json", (t + 10, t + 10))
     return root
+
+
+def ruler_json(model: str, task_scores: dict[str, dict[str, float]],
+               skipped: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A ruler.json with the given task x length scores (0..100); cells and averages follow."""
+    lengths = sorted({int(n) for v in task_scores.values() for n in v})
+    averages = {str(n): round(sum(v[str(n)] for v in task_scores.values()) / len(task_scores), 2)
+                for n in lengths}
+    cells = [{"task": t, "length": n, "index": 0, "score": v[str(n)] / 100,
+              "response": HOSTILE if t == next(iter(task_scores)) else "7342118",
+              "answers": ["7342118"], "input_tokens": n - 128, "seconds": 0.5}
+             for t, v in task_scores.items() for n in lengths]
+    return {
+        "stage": "eval.ruler", "model": model, "tasks": list(task_scores), "lengths": lengths,
+        "samples": 1, "task_scores": task_scores, "length_averages": averages,
+        "average": round(sum(averages.values()) / len(averages), 2),
+        "skipped": [{"task": t, "reason": f"{t} skipped: needs --squad FILE"} for t in skipped],
+        "trained_length": 1024, "cells": cells, "provenance": {},
+    }

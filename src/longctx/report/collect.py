@@ -28,7 +28,7 @@ class ReportError(LongctxError):
 class StageOutput:
     """One stage's output folder: the parsed JSON plus the stage's own PNG when present."""
 
-    kind: str  # stats | build | train | needle | loss | bookqa
+    kind: str  # stats | build | train | needle | ruler | loss | bookqa
     folder: Path
     data: dict[str, Any]
     label: str  # the folder relative to its run directory ("." for the run dir itself)
@@ -50,12 +50,13 @@ class RunOutputs:
         return sorted((o for o in self.outputs if o.kind == kind), key=lambda o: o.order)
 
 
-KINDS = ("stats", "build", "train", "needle", "loss", "bookqa")
+KINDS = ("stats", "build", "train", "needle", "ruler", "loss", "bookqa")
 
 # stage name in the JSON -> (kind, the stage's own PNG file name)
 _STAGE_FILES = {
     "stats.json": ("data.stats", "stats", "stats.png"),
     "needle.json": ("eval.needle", "needle", "needle.png"),
+    "ruler.json": ("eval.ruler", "ruler", "ruler.png"),
     "loss.json": ("eval.loss", "loss", "loss.png"),
     "bookqa.json": ("eval.bookqa", "bookqa", None),
 }
@@ -187,6 +188,6 @@ def collect(roots: list[str | Path]) -> list[RunOutputs]:
         where = ", ".join(str(r) for r in roots)
         raise ReportError(
             f"no stage outputs (stats.json, manifest.json, metrics.jsonl, needle.json, "
-            f"loss.json, bookqa.json) found under {where}"
+            f"ruler.json, loss.json, bookqa.json) found under {where}"
         )
     return runs

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx.intervals import paired_loss_difference
+from longctx.plotting import png_bytes, ruler_figure
 from longctx.report import plots
 from longctx.report.collect import ReportError, RunOutputs, StageOutput, collect
 from longctx.report.markup import _num, esc, fmt, img, pct, signed, table
@@ -238,6 +239,68 @@ def _needle_section(page: _Page, run: RunOutputs, out: StageOutput) -> None:
                          left=0) + "</details>")
 
 
+def ruler_length_averages(ruler: dict[str, Any]) -> dict[int, float]:
+    """RULER's per-length average over tasks (0..100) as ruler.json records it."""
+    averages = ruler.get("length_averages")
+    if not isinstance(averages, dict):
+        return {}
+    out = {}
+    for n, v in averages.items():
+        length, score = _num(n), _num(v)
+        if length is not None and score is not None:
+            out[int(length)] = score
+    return out
+
+
+def _joined(values: Any) -> str:
+    return ", ".join(map(str, values)) if isinstance(values, list) else str(values)
+
+
+RULER_CELLS_SHOWN = 200  # responses listed in the page (a full grid has thousands)
+
+
+def _ruler_section(page: _Page, out: StageOutput) -> None:
+    r = out.data
+    cells = [c for c in r.get("cells") or [] if isinstance(c, dict)]
+    tasks = [t for t in r.get("tasks") or [] if isinstance(t, str)]
+    page.add(f"<h3>RULER <span class=meta>({esc(out.label)})</span></h3>")
+    page.add(
+        "<p>"
+        f'<span class="kpi">model: <b>{esc(r.get("model"))}</b></span>'
+        f'<span class="kpi">average over lengths: <b>{fmt(_num(r.get("average")), 2)}</b></span>'
+        f'<span class="kpi">tasks: <b>{len(tasks)}</b></span>'
+        f'<span class="kpi">samples per task and length: <b>{fmt(r.get("samples"))}</b></span>'
+        f'<span class="kpi">trained length: <b>{fmt(r.get("trained_length"))}</b></span></p>'
+        '<p class="meta">Scores on RULER\'s scale: 100 x the mean sample score of a task at a '
+        "length; the average row is the mean over the tasks that ran.</p>"
+    )
+    for s in r.get("skipped") or []:
+        if isinstance(s, dict):
+            page.add(f'<p class="warn">{esc(s.get("reason") or s.get("task"))}</p>')
+    title = f"{r.get('model') or '?'} — {out.label}"
+    page.add(page.png(out, lambda: png_bytes(ruler_figure(r, title)), f"RULER heatmap {out.label}"))
+    by_len = ruler_length_averages(r)
+    if by_len:
+        lens = sorted(by_len)
+        page.add(table(["length"] + [fmt(x) for x in lens],
+                       [["RULER average"] + [fmt(by_len[x], 2) for x in lens]]))
+    scores = r.get("task_scores") if isinstance(r.get("task_scores"), dict) else {}
+    if scores and by_len:
+        lens = sorted(by_len)
+        rows = [[esc(t)] + [fmt(_num((v or {}).get(str(n))), 2) for n in lens]
+                for t, v in scores.items() if isinstance(v, dict)]
+        page.add("<details><summary>score per task and length</summary>"
+                 + table(["task"] + [fmt(n) for n in lens], rows) + "</details>")
+    rows = [[esc(c.get("task")), fmt(c.get("length")), fmt(c.get("index")),
+             fmt(_num(c.get("score")), 3), f"<pre>{esc(_joined(c.get('answers')))}</pre>",
+             f"<pre>{esc(c.get('response'))}</pre>"] for c in cells[:RULER_CELLS_SHOWN]]
+    if rows:
+        shown = f"first {len(rows)} of {len(cells)}" if len(cells) > len(rows) else "all"
+        page.add(f"<details><summary>{shown} cells and model responses</summary>"
+                 + table(["task", "length", "sample", "score", "answers", "response"], rows,
+                         left=1) + "</details>")
+
+
 def _iv(iv: Any) -> str:
     if not isinstance(iv, list) or len(iv) != 2 or _num(iv[0]) is None or _num(iv[1]) is None:
         return ""
@@ -341,9 +404,12 @@ def _diff_cell(d: float | None, paired: dict[str, Any] | None = None) -> tuple[s
 def _comparison_section(page: _Page, runs: list[RunOutputs]) -> None:
     losses = _labelled(runs, "loss")
     needles = _labelled(runs, "needle")
-    if len(losses) < 2 and len(needles) < 2:
+    rulers = _labelled(runs, "ruler")
+    if len(losses) < 2 and len(needles) < 2 and len(rulers) < 2:
         return
     page.add("<h2>Comparison</h2><section class=card>")
+    if len(rulers) >= 2:
+        _ruler_comparison(page, rulers)
     if len(needles) >= 2:
         page.add("<h3>Needle average</h3>")
         base = _num(needles[0][1].data.get("average"))
@@ -407,6 +473,24 @@ def _comparison_section(page: _Page, runs: list[RunOutputs]) -> None:
     page.add("</section>")
 
 
+def _ruler_comparison(page: _Page, rulers: list[tuple[str, StageOutput]]) -> None:
+    """RULER's per-length average of every run, and its difference to the first one."""
+    page.add("<h3>RULER average</h3>")
+    base = _num(rulers[0][1].data.get("average"))
+    per_len = [ruler_length_averages(o.data) for _, o in rulers]
+    lengths = sorted({n for d in per_len for n in d})
+    rows = []
+    for (name, o), by_len in zip(rulers, per_len, strict=True):
+        avg = _num(o.data.get("average"))
+        delta = None if avg is None or base is None else avg - base
+        rows.append([esc(name), esc(o.data.get("model")), fmt(avg, 2),
+                     "baseline" if o is rulers[0][1] else ("–" if delta is None
+                                                           else f"{delta:+.2f}")]
+                    + [fmt(by_len.get(n), 2) for n in lengths])
+    page.add(table(["run", "model", "average", "vs first"] + [f"@{fmt(n)}" for n in lengths],
+                   rows, left=2))
+
+
 # ---------------------------------------------------------------- the page
 
 
@@ -463,6 +547,7 @@ def render_report(runs: list[RunOutputs], title: str = "longctx report") -> tupl
             ("Data", run.of("stats") + run.of("build")),
             ("Training", run.of("train")),
             ("Needle in a haystack", run.of("needle")),
+            ("RULER", run.of("ruler")),
             ("Loss", run.of("loss")),
             ("BookQA", run.of("bookqa")),
         ]
@@ -479,6 +564,8 @@ def render_report(runs: list[RunOutputs], title: str = "longctx report") -> tupl
                     _train_section(page, out)
                 elif out.kind == "needle":
                     _needle_section(page, run, out)
+                elif out.kind == "ruler":
+                    _ruler_section(page, out)
                 elif out.kind == "loss":
                     _loss_section(page, out)
                 elif out.kind == "bookqa":
