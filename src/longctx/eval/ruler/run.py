@@ -174,7 +174,9 @@ def read_done(path: Path, hashes: Mapping[str, str]) -> dict[str, dict[str, Any]
             rec = json.loads(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and hashes.get(rec.get("task")) == rec.get("cell_hash"):
+        if isinstance(rec, dict) and rec.get("cell_hash") and (
+            hashes.get(rec.get("task")) == rec["cell_hash"]
+        ):
             done[cell_key(rec["task"], rec["length"], rec["index"])] = rec
     return done
 
