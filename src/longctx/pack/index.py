@@ -37,9 +37,9 @@ from longctx.mix.sampling import doc_draws, keeps_short
 from longctx.pack.tok import TokenizerSpec
 
 SAMPLE_RATE = 0.01
-TOPUP_DOCS = 16
+TOPUP_DOCS = 32
 TOPUP_BYTES = 32 << 10
-SAMPLE_CHARS = 16 << 10
+SAMPLE_CHARS = 4 << 10
 SAMPLE_BATCH_CHARS = 1 << 20  # bounds the memory of one encode_batch
 SAMPLE_SETTINGS = [SAMPLE_RATE, TOPUP_DOCS, TOPUP_BYTES, SAMPLE_CHARS]
 
@@ -177,10 +177,6 @@ class _Columns:
     def __init__(self, **typecodes: str) -> None:
         self.cols = {k: array(t) for k, t in typecodes.items()}
 
-    def append(self, **values: int) -> None:
-        for k, v in values.items():
-            self.cols[k].append(v)
-
     def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         return {prefix + k: np.frombuffer(v, dtype=v.typecode).copy() if len(v)
                 else np.zeros(0, dtype=v.typecode) for k, v in self.cols.items()}
@@ -190,16 +186,17 @@ def index_file(task: IndexTask) -> dict[str, Any]:
     """Index one file; write its arrays, text spill and marker; return the marker's summary."""
     cpu0 = time.process_time()
     skipped: Counter = Counter()
-    stats: dict[str, Counter] = {}
     domains: list[str] = []
-    cand = _Columns(line="q", domain="l", nbytes="q", priority="Q", kept="b", start="q")
-    held = _Columns(line="q", domain="l", nbytes="q", priority="Q", start="q")
+    cand = _Columns(line="q", domain="q", nbytes="q", priority="Q", kept="b", start="q")
+    held = _Columns(line="q", domain="q", nbytes="q", priority="Q", start="q")
+    untok = _Columns(domain="q", nbytes="q")
     path, text_path, marker = index_paths(task.work_dir, task.index)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_text = text_path.with_name(text_path.name + ".tmp")
     with open(tmp_text, "wb") as spill:
-        _read(task, skipped, stats, domains, cand, held, spill)
+        sample = _read(task, skipped, domains, cand, held, untok, spill)
     arrays = {**cand.arrays(), **held.arrays("held_")}
+    stats = _counts(domains, arrays, untok.arrays(), sample)
     dom_dtype = domain_code_dtype(len(domains))
     arrays["domain"] = arrays["domain"].astype(dom_dtype)
     arrays["held_domain"] = arrays["held_domain"].astype(dom_dtype)
@@ -214,7 +211,7 @@ def index_file(task: IndexTask) -> dict[str, Any]:
         "index": task.index,
         "file": task.rel,
         "domains": domains,  # codes used in the arrays
-        "stats": {d: {k: int(stats[d].get(k, 0)) for k in INDEX_KEYS} for d in sorted(stats)},
+        "stats": stats,
         "skipped": dict(sorted(skipped.items())),
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
@@ -224,67 +221,96 @@ def index_file(task: IndexTask) -> dict[str, Any]:
     return summary
 
 
+def _counts(domains: list[str], arrays: dict[str, np.ndarray], untok: dict[str, np.ndarray],
+            sample: dict[str, Counter]) -> dict[str, dict[str, int]]:
+    """Per-domain INDEX_KEYS counters, from the columns (nothing counted per document)."""
+    n = len(domains)
+
+    def count(codes: np.ndarray, weights: np.ndarray | None = None) -> list[int]:
+        return np.bincount(codes, weights=weights, minlength=n).astype(np.int64).tolist()
+
+    dom, nb, kept = arrays["domain"], arrays["nbytes"], arrays["kept"].astype(bool)
+    cols = {
+        "candidate_docs": count(dom), "candidate_bytes": count(dom, nb),
+        "kept_docs": count(dom[kept]), "kept_bytes": count(dom[kept], nb[kept]),
+        "untok_docs": count(untok["domain"]), "untok_bytes": count(untok["domain"], untok["nbytes"]),
+        "heldout_docs": count(arrays["held_domain"]),
+        "heldout_bytes": count(arrays["held_domain"], arrays["held_nbytes"]),
+    }
+    out = {}
+    for c, d in enumerate(domains):
+        st = {k: v[c] for k, v in cols.items()}
+        st["docs"] = st["candidate_docs"] + st["untok_docs"]
+        st["bytes"] = st["candidate_bytes"] + st["untok_bytes"]
+        st.update({k: int(sample[d][k]) for k in ("sample_docs", "sample_bytes", "sample_tokens")})
+        out[d] = {k: st[k] for k in INDEX_KEYS}
+    return dict(sorted(out.items()))
+
+
 def _read(
-    task: IndexTask, skipped: Counter, stats: dict[str, Counter], domains: list[str],
-    cand: _Columns, held: _Columns, spill: BinaryIO,
-) -> None:
-    """Read the file in order: counters, candidate and held-out columns, the text spill, and
-    the tokenized sample."""
+    task: IndexTask, skipped: Counter, domains: list[str], cand: _Columns, held: _Columns,
+    untok: _Columns, spill: BinaryIO,
+) -> dict[str, Counter]:
+    """Read the file in order: candidate, held-out and never-eligible columns, the text
+    spill; return the tokenized sample's counters per domain."""
     fields = Fields(text=task.text_field, domain=task.domain_field)
     code: dict[str, int] = {}
-    samples: dict[str, _Sample] = {}
-    tokenized = _Tokenized(task, stats)
+    samples: list[_Sample] = []
+    counts: dict[str, Counter] = {}
+    tokenized = _Tokenized(task, counts)
     room = task.long_threshold - task.tokenizer.specials_per_doc - 1
+    seed, rel, keep, heldout = task.seed, task.rel, task.keep, task.heldout
+    c_line, c_dom, c_nb, c_prio, c_kept, c_start = (cand.cols[k].append for k in (
+        "line", "domain", "nbytes", "priority", "kept", "start"))
+    u_dom, u_nb = untok.cols["domain"].append, untok.cols["nbytes"].append
+    write = spill.write
     at = 0  # bytes written to the text spill
     for doc in iter_file(task.path, fields, skipped, task.strict):
         c = code.get(doc.domain)
         if c is None:
             c = code[doc.domain] = len(domains)
             domains.append(doc.domain)
-            stats[doc.domain] = Counter()
-            samples[doc.domain] = _Sample()
-        st = stats[doc.domain]
+            samples.append(_Sample())
+            counts[doc.domain] = Counter()
         raw = doc.text.encode("utf-8", "surrogatepass")
         nbytes = len(raw)
-        if task.heldout:
+        if heldout:
             hu, hprio = heldout_draw(task.heldout_seed, doc.text)
-            if is_heldout(hu, task.heldout):
-                held.append(line=doc.index, domain=c, nbytes=nbytes, priority=hprio, start=at)
-                spill.write(raw)
+            if is_heldout(hu, heldout):
+                for k, v in (("line", doc.index), ("domain", c), ("nbytes", nbytes),
+                             ("priority", hprio), ("start", at)):
+                    held.cols[k].append(v)
+                write(raw)
                 at += nbytes
-                st["heldout_docs"] += 1
-                st["heldout_bytes"] += nbytes
                 continue
-        st["docs"] += 1
-        st["bytes"] += nbytes
-        u, prio = doc_draws(task.seed, f"{task.rel}:{doc.index}")
+        u, prio = doc_draws(seed, f"{rel}:{doc.index}")
         if u < SAMPLE_RATE:
             cut = doc.text[:SAMPLE_CHARS]
             tokenized.add(doc.domain, cut, len(cut.encode("utf-8", "surrogatepass")))
         else:
-            samples[doc.domain].offer(u, doc.index, doc.text)
-        kept = keeps_short(u, task.keep)
+            samples[c].offer(u, doc.index, doc.text)
+        kept = keeps_short(u, keep)
         # A token covers at least one byte (a SentencePiece dummy prefix may add one more),
         # so a document of fewer than threshold - specials - 1 bytes cannot be long.
         if nbytes < room and not kept:
-            st["untok_docs"] += 1
-            st["untok_bytes"] += nbytes
+            u_dom(c)
+            u_nb(nbytes)
             continue
-        st["candidate_docs"] += 1
-        st["candidate_bytes"] += nbytes
-        if kept:
-            st["kept_docs"] += 1
-            st["kept_bytes"] += nbytes
-        cand.append(line=doc.index, domain=c, nbytes=nbytes, priority=prio, kept=int(kept),
-                    start=at)
-        spill.write(raw)
+        c_line(doc.index)
+        c_dom(c)
+        c_nb(nbytes)
+        c_prio(prio)
+        c_kept(kept)
+        c_start(at)
+        write(raw)
         at += nbytes
     tokenized.flush()
-    for d in domains:
-        st = stats[d]
-        for text, n in samples[d].topup(st["sample_docs"], st["sample_bytes"]):
+    for d, smp in zip(domains, samples, strict=True):
+        st = counts[d]
+        for text, n in smp.topup(st["sample_docs"], st["sample_bytes"]):
             tokenized.add(d, text, n)
     tokenized.flush()
+    return counts
 
 
 def index_or_load(task: IndexTask) -> dict[str, Any]:
