@@ -36,9 +36,10 @@ PIECE_CHARS = 1 << 18
 SEAM_WINDOW = 128  # characters each side of a seam its check re-encodes, beyond added tokens
 SEAM_TRIES = 16  # candidate seams checked per piece before the piece grows by another piece
 # Candidate seams: a single space or newline between two non-whitespace characters. No
-# regex pre-tokenizer match (GPT-2 / byte-level BPE style) spans such a position, and a
-# SentencePiece vocabulary has no piece with a newline or with '▁' after another character,
-# so BPE merges cannot cross it either. Each candidate is still checked (``_seam_holds``).
+# regex pre-tokenizer match (GPT-2 / byte-level BPE style) spans such a position, and
+# LLaMA-2's SentencePiece vocabulary has no piece with a newline or with '▁' after another
+# character, so its BPE merges cannot cross one either. Other tokenizers need not be so
+# kind: every candidate is checked (``_seam_holds``) and the next one tried if it fails.
 _SEAM = re.compile(r"(?<=\S)[ \n](?=\S)")
 
 Encode = Callable[..., list]  # backend.encode_batch or encode_batch_fast
