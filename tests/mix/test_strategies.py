@@ -113,3 +113,18 @@ def test_strategies_and_plans():
     shares, budgets = plan_budgets(get_strategy("upsample"), 1000, {"a": 1, "b": 1},
                                    upsample={"b": 3})
     assert budgets == {"a": 250, "b": 750}
+
+
+def test_expected_global_shares_do_not_depend_on_hash_order():
+    """The sum runs in sorted domain order, so the shares are the same in every process
+    (summing a set of names would follow PYTHONHASHSEED)."""
+    import subprocess
+    import sys
+
+    code = ("from longctx.mix.strategies import expected_global_shares as f;"
+            "L={f'd{i}': 0.1*i+1e-9*i*i for i in range(40)};"
+            "S={f'd{i}': 1/3+i for i in range(40)};print(repr(f(L,S,0.1)))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={"PYTHONHASHSEED": str(s)}, check=True).stdout
+            for s in (0, 1, 2, 3)}
+    assert len(outs) == 1

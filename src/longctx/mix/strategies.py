@@ -147,6 +147,6 @@ def expected_global_shares(
 ) -> dict[str, float]:
     """Per-domain output shares the global rule is expected to give: (L_d + pS_d) / sum."""
     elig = {d: eligible_tokens(long_tokens.get(d, 0), short_tokens.get(d, 0), keep)
-            for d in set(long_tokens) | set(short_tokens)}
+            for d in sorted(set(long_tokens) | set(short_tokens))}
     total = sum(elig.values())
     return {d: (v / total if total else 0.0) for d, v in sorted(elig.items())}
