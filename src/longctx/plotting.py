@@ -458,3 +458,46 @@ def stats_figure(stats: Mapping[str, Any], dpi: float = 100, title: str | None =
     left_margin = min(0.35, 0.03 + 0.0068 * longest)  # room for the domain names at fontsize 10
     fig.subplots_adjust(left=left_margin, right=0.86, bottom=0.14, top=0.85, wspace=0.08)
     return fig
+
+
+@verbatim
+def eval_during_training_figure(evals: list[Mapping[str, Any]], title: str | None = None) -> Any:
+    """``train --eval-every``: held-out loss per position bucket (key-token loss dashed) and
+    the needle score against steps, with tokens on the top axis. ``evals`` are the cleaned
+    records of :func:`longctx.report.collect.eval_records` (step, tokens, loss_by_bucket,
+    key_loss_by_bucket, needle)."""
+    fig = new_figure((12, 4.2))
+    a1, a2 = fig.subplots(1, 2)
+    buckets: list[str] = []
+    for e in evals:
+        buckets += [b for b in e["loss_by_bucket"] if b not in buckets]
+    for part, style, what in (("loss_by_bucket", "-", ""), ("key_loss_by_bucket", "--", "key ")):
+        for b in buckets[:MAX_DOMAINS]:
+            pts = [(e["step"], (e[part] or {}).get(b)) for e in evals
+                   if (e[part] or {}).get(b) is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                a1.plot(xs, ys, style, marker="o", ms=3, label=label(f"{what}{b}"))
+    a1.set_ylabel("mean token loss (nats)")
+    a1.set_title("held-out loss by position")
+    if a1.lines:
+        a1.legend(title="positions", fontsize=8)
+    pts = [(e["step"], e["needle"]) for e in evals if e["needle"] is not None]
+    if pts:
+        xs, ys = zip(*pts, strict=True)
+        a2.plot(xs, ys, marker="s", ms=4, color="#0CD79F")
+    a2.set_ylim(-0.05, 1.05)
+    a2.set_ylabel("needle score (grid average)")
+    a2.set_title("needle grid" if pts else "needle grid (not evaluated)")
+    rates = [e["tokens"] / e["step"] for e in evals if e["tokens"] and e["step"] > 0]
+    for ax in (a1, a2):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if rates and rates[-1] > 0:  # tokens per step is fixed within one run
+            r = rates[-1]
+            top = ax.secondary_xaxis("top", functions=(lambda s, r=r: s * r,
+                                                       lambda t, r=r: t / r))
+            top.set_xlabel("tokens")
+    fig.suptitle("evaluation during training" if title is None else label(title, 120))
+    fig.tight_layout()
+    return fig

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx.errors import LongctxError
+from longctx.plotting import finite
 
 # Folders that hold checkpoints or model weights, never stage outputs the report needs.
 _SKIP_DIRS = {"final", "checkpoints", "__pycache__", ".git"}
@@ -191,3 +192,33 @@ def collect(roots: list[str | Path]) -> list[RunOutputs]:
             f"ruler.json, loss.json, bookqa.json) found under {where}"
         )
     return runs
+
+
+def eval_records(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``train --eval-every`` evaluations of a run's metrics, malformed values as gaps:
+    step, tokens, loss_by_bucket and key_loss_by_bucket (bucket -> finite loss; the latter
+    None when key tokens were not evaluated), needle (grid average or None) and eval_s."""
+
+    def losses(x: Any) -> dict[str, float]:
+        if not isinstance(x, dict):
+            return {}
+        return {str(k): v for k, v in ((k, finite(v)) for k, v in x.items()) if v is not None}
+
+    out = []
+    for m in metrics:
+        ev = m.get("eval")
+        step = finite(m.get("step"))
+        if not isinstance(ev, dict) or step is None:
+            continue
+        needle = ev.get("needle")
+        tokens = finite(m.get("tokens"))
+        out.append({
+            "step": int(step),
+            "tokens": int(tokens) if tokens is not None else None,
+            "loss_by_bucket": losses(ev.get("loss_by_bucket")),
+            "key_loss_by_bucket": losses(ev["key_loss_by_bucket"])
+            if isinstance(ev.get("key_loss_by_bucket"), dict) else None,
+            "needle": finite(needle.get("average")) if isinstance(needle, dict) else None,
+            "eval_s": finite(ev.get("eval_s")),
+        })
+    return out

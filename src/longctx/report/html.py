@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from longctx.intervals import paired_loss_difference
-from longctx.plotting import png_bytes, ruler_figure
+from longctx.plotting import eval_during_training_figure, png_bytes, ruler_figure
 from longctx.report import plots
-from longctx.report.collect import ReportError, RunOutputs, StageOutput, collect
+from longctx.report.collect import ReportError, RunOutputs, StageOutput, collect, eval_records
 from longctx.report.markup import _num, esc, fmt, img, pct, signed, table
 
 # A difference is highlighted only when its measured noise allows: the paired bootstrap
@@ -169,6 +169,7 @@ def _train_section(page: _Page, out: StageOutput) -> None:
     page.add(page.png(out if out.png else None,
                       lambda: plots.training_curve(metrics, f"training curve ({out.label})"),
                       f"training curve {out.label}"))
+    _eval_during_training(page, out)
     cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
     rows = []
     for key, value in _flatten(cfg):
@@ -184,6 +185,27 @@ def _train_section(page: _Page, out: StageOutput) -> None:
     if rows:
         page.add("<details open><summary>training config</summary>"
                  + table(["key", "value"], rows, left=2) + "</details>")
+
+
+def _eval_during_training(page: _Page, out: StageOutput) -> None:
+    """``train --eval-every``: loss by position and needle score against steps and tokens."""
+    evals = eval_records(out.metrics)
+    if not evals:
+        return
+    page.add("<h4>Evaluation during training</h4>")
+    page.add(page.png(None, lambda: png_bytes(eval_during_training_figure(
+        evals, f"evaluation during training ({out.label})")),
+        f"held-out loss by position and needle score against training steps ({out.label})"))
+    buckets = list(dict.fromkeys(b for e in evals for b in e["loss_by_bucket"]))
+    has_key = any(e["key_loss_by_bucket"] is not None for e in evals)
+    head = ["step", "tokens", *map(esc, buckets), *(f"key {esc(b)}" for b in buckets if has_key),
+            "needle", "eval s"]
+    rows = [[fmt(e["step"]), fmt(e["tokens"]),
+             *(fmt(e["loss_by_bucket"].get(b)) for b in buckets),
+             *(fmt((e["key_loss_by_bucket"] or {}).get(b)) for b in buckets if has_key),
+             fmt(e["needle"]), fmt(e["eval_s"])] for e in evals]
+    page.add("<details><summary>evaluations (held-out loss by position bucket, needle grid "
+             "average)</summary>" + table(head, rows) + "</details>")
 
 
 def _needle_title(run: RunOutputs, out: StageOutput) -> str:
