@@ -50,17 +50,19 @@ def test_scan_reads_files_in_the_plans_order_and_stops_when_covered(stepped):
     assert read == [t.index for t in plan.tasks[: len(read)]]
     # a 60K budget over a corpus many times larger: a subset, at least min_files files
     assert plan.cfg.min_files <= len(read) < len(plan.tasks)
-    assert len(scan.pools) == len(read)
     assert set(scan.stats.domains) == {"web", "code", "book", "qa"}
-    for summary, pool in zip(scan.summaries, scan.pools, strict=True):
-        assert pool <= set(summary["stats"])
+    # the pool holds every candidate of the files indexed, and only those
+    assert sorted(set(scan.pool.cand["file"].tolist())) == sorted(read)
+    assert len(scan.pool.cand) == sum(v["candidate_docs"] for s in scan.summaries
+                                      for v in s["stats"].values())
+    # the rounds tokenized part of them, enough for every budget
+    assert 0 < scan.pool.tokenized.sum() < len(scan.pool.cand) and scan.pool.rounds >= 1
 
 
 def test_scan_without_subset_reads_every_file(gen_corpus, tmp_path):
     plan = _plan(gen_corpus, tmp_path, subset=False)
     scan = _scan(plan)
     assert sorted(s["index"] for s in scan.summaries) == list(range(len(plan.tasks)))
-    assert all(pool == set(s["stats"]) for s, pool in zip(scan.summaries, scan.pools, strict=True))
 
 
 def test_selection_fills_every_budget_exactly(stepped):
@@ -93,17 +95,17 @@ def test_selection_refuses_a_mix_domain_the_scan_never_saw(gen_corpus, tmp_path)
 
 
 def test_packed_rows_hold_exactly_the_selected_tokens(stepped):
-    plan, _, chosen = stepped
+    plan, scan, chosen = stepped
     sel, el = chosen.sel, chosen.el
     with progress_bar(False) as bar:
-        shards = pack_selection(plan, chosen, bar)
+        shards = pack_selection(plan, scan, chosen, bar)
     assert sum(s["rows"] for s in shards) == plan.rows
     tables = [pa.ipc.open_stream(pa.memory_map(str(plan.out / s["path"]))).read_all()
               for s in shards]
     ids = np.concatenate([np.asarray(t.column("input_ids").to_pylist()).reshape(-1)
                           for t in tables])
     # the rows are the selected pieces' tokens, read from the spills, in packing order
-    reader = SpillReader(plan.work, plan.tok.dtype)
+    reader = SpillReader(plan.work, plan.tok.dtype, scan.pool.spilled)
     try:
         expected = np.concatenate([
             reader.read(int(el.file[i]), int(el.start[i]) + int(o), int(n))
@@ -124,10 +126,11 @@ def test_scan_and_selection_do_not_depend_on_worker_count(gen_corpus_many, tmp_p
     plan1, scan1, chosen1 = stepped
     plan2 = _plan(gen_corpus_many, tmp_path, workers=2)
     scan2 = _scan(plan2)
-    # which domains a file skipped depends on timing; what the output reads from the scan
-    # (files read, each file's pool, the input estimates) does not
+    # what the output reads from the scan (files indexed, what was tokenized, the input
+    # estimates) does not depend on which worker ran what
     assert [s["index"] for s in scan2.summaries] == [s["index"] for s in scan1.summaries]
-    assert scan2.pools == scan1.pools
+    assert np.array_equal(scan2.pool.cand["length"], scan1.pool.cand["length"])
+    assert scan2.pool.rounds == scan1.pool.rounds
     assert scan2.stats.estimate() == scan1.stats.estimate()
     chosen2 = plan_selection(plan2, scan2)
     assert chosen2.budgets == chosen1.budgets

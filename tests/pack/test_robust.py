@@ -286,15 +286,18 @@ def test_build_killed_mid_scan_then_rerun_equals_uninterrupted(gen_corpus_many, 
 
 
 def test_input_counts_agree_with_data_stats(slimpajama_jsonl, tmp_path):
-    """`data build` input counts equal `data stats` (exact when every doc is tokenized) and
-    its estimates (per_source tokenizes about half the docs here) stay within 2%."""
+    """`data build` input counts equal `data stats` when every document gets tokenized (a
+    budget beyond the corpus), and are estimates, marked so, when the rounds tokenize only
+    part of them: real for what was tokenized, the rest from bytes x the domain's tokens per
+    byte. This file is small and heavy-tailed (100 GitHub files, a few of them most of its
+    bytes), so a domain's estimate is within 25% here, the corpus total within 10%."""
     from longctx.cli import main
 
     main(["data", "stats", str(slimpajama_jsonl), "--out", str(tmp_path / "s"),
           "--long-threshold", "1024"])
     stats = json.loads((tmp_path / "s" / "stats.json").read_text())["domains"]
     exact = run_build(BuildConfig(inputs=[str(slimpajama_jsonl)], out=str(tmp_path / "o"),
-                                  strategy="original", tokens="100K", seq_len=1024,
+                                  strategy="original", tokens="1M", seq_len=1024,
                                   long_threshold=1024, subset=False), progress=False)["input"]
     est = run_build(BuildConfig(inputs=[str(slimpajama_jsonl)], out=str(tmp_path / "p"),
                                 tokens="100K", seq_len=1024, long_threshold=1024),
@@ -303,7 +306,11 @@ def test_input_counts_agree_with_data_stats(slimpajama_jsonl, tmp_path):
     for d, s in stats.items():
         assert exact[d]["docs"] == s["docs"] and exact[d]["tokens"] == s["tokens"], d
         assert exact[d]["long_token_fraction"] == pytest.approx(s["long_token_fraction"])
-        assert not exact[d]["estimated"]
-        assert abs(est[d]["tokens"] / s["tokens"] - 1) < 0.02, d
-        assert est[d]["long_tokens"] == pytest.approx(s["long_token_fraction"] * s["tokens"],
-                                                      abs=1)
+        assert not exact[d]["estimated"] and exact[d]["tokenized_docs"] == s["docs"]
+        assert est[d]["docs"] == s["docs"]
+        assert abs(est[d]["tokens"] / s["tokens"] - 1) < 0.25, d
+        long = s["long_token_fraction"] * s["tokens"]
+        assert abs(est[d]["long_tokens"] - long) <= 0.25 * long + 1, d
+        assert est[d]["estimated"] == (est[d]["tokenized_docs"] < s["docs"])
+    total = sum(s["tokens"] for s in stats.values())
+    assert abs(sum(v["tokens"] for v in est.values()) / total - 1) < 0.1

@@ -4,14 +4,16 @@ Steps (each one deterministic from the config and the seed):
 
 1. Resolve inputs into files; give every file a stable id (its path relative to the common
    folder) and every document the id ``<file id>:<line>``.
-2. Scan files in a seeded order (:mod:`longctx.pack.scan` in worker processes, results
-   consumed in order). A file's scan is spilled to ``OUT/.work`` with a marker, so an
-   interrupted build that is rerun reuses it. With ``subset`` on, a domain whose budget is
-   covered ``margin`` times over by eligible tokens is frozen (later files add nothing to its
-   pool and skip tokenizing it, like the paper's code skips full sources), and scanning stops
-   once every budget is covered: a budget far below the corpus does not cost a tokenizer
-   pass over the corpus. Freezes and the stop point depend only on the files before them,
-   never on worker count or timing.
+2. Pass 1 indexes files in a seeded order (:mod:`longctx.pack.index` in worker processes,
+   results consumed in order): every document's draws, bytes and domain, no tokenizer but a
+   small sample. With ``subset`` on, indexing stops once every budget group's candidates
+   hold ``margin`` x its budget in estimated eligible tokens. Pass 2 tokenizes in rounds
+   (:mod:`longctx.pack.scan`) only the candidates inside each group's priority cut-off
+   (:mod:`longctx.mix.cutoff`), extending it until the real eligible tokens inside meet the
+   budget: selection then equals tokenizing every document of the files indexed. Every
+   file's index and every round's scan is spilled to ``OUT/.work`` with a marker, so an
+   interrupted build that is rerun reuses it; every decision depends only on per-file
+   results consumed in order, never on worker count or timing.
 3. Target shares (measured input token shares unless ``--mix``; ``--upsample`` multiplies)
    become exact integer budgets; :mod:`longctx.mix.select` picks pieces to fill them.
 4. :mod:`longctx.pack.packer` concatenates pieces into rows; shards and ``manifest.json``
@@ -25,7 +27,7 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from longctx.cliopts import opt, weights_flag
 from longctx.config import ConfigError, parse_count, to_dict
 from longctx.data.readers import DataError, expand_inputs
 from longctx.data.workers import prestart, run_ordered, stop_forkserver
-from longctx.mix.input_stats import InputStats
+from longctx.mix.cutoff import EXHAUSTED, TOKENIZE, decide, estimated_eligible, inside
+from longctx.mix.input_stats import InputStats, split_by_code
 from longctx.mix.select import (
     Eligible,
     Selection,
@@ -53,18 +56,11 @@ from longctx.mix.strategies import (
     plan_budgets,
     predicted_long_fraction,
 )
+from longctx.pack.index import IndexTask, index_file, load_index, load_index_done
 from longctx.pack.packer import Piece, pack_rows
-from longctx.pack.scan import (
-    FROZEN_FILE,
-    STAT_KEYS,
-    ScanTask,
-    init_worker,
-    load_done,
-    scan_file,
-    write_frozen,
-)
+from longctx.pack.scan import ScanTask, init_worker, load_done, scan_file
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
-from longctx.pack.spill import SpillReader, load_eligible
+from longctx.pack.spill import Pool, SpillReader
 from longctx.pack.tok import TokenizerSpec, resolve_spec
 from longctx.progress import progress_bar
 from longctx.stage import Timer, config_hash, is_done, read_manifest, stage_output, write_manifest
@@ -236,7 +232,7 @@ class ScanPlan:
     out_cfg: dict[str, Any]
     cfg_hash: str
     rels: list[str]
-    tasks: list[ScanTask]  # in the seeded reading order
+    tasks: list[IndexTask]  # pass 1 of every file, in the seeded reading order
 
 
 def plan_scan(cfg: BuildConfig) -> ScanPlan:
@@ -281,8 +277,8 @@ def plan_scan(cfg: BuildConfig) -> ScanPlan:
     work = out / WORK_DIR
     order = sorted(range(len(files)), key=lambda i: (_file_order_key(cfg.seed, rels[i]), rels[i]))
     tasks = [
-        ScanTask(
-            index=i, path=str(files[i]), rel=rels[i], work_dir=str(work), scan_hash=scan_hash,
+        IndexTask(
+            index=i, path=str(files[i]), rel=rels[i], work_dir=str(work), index_hash=scan_hash,
             tokenizer=spec, text_field=cfg.text_field, domain_field=cfg.domain_field,
             seed=cfg.seed, long_threshold=cfg.long_threshold, keep=keep, strict=cfg.strict,
             heldout=cfg.heldout_fraction, heldout_seed=cfg.eval_seed,
@@ -300,7 +296,6 @@ def open_work_dir(plan: ScanPlan) -> None:
         shutil.rmtree(plan.work)
     plan.work.mkdir(parents=True, exist_ok=True)
     hash_file.write_text(plan.scan_hash)
-    (plan.work / FROZEN_FILE).unlink(missing_ok=True)  # a new run freezes from scratch
 
 
 def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, Any]:
@@ -346,10 +341,9 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
             for old in out.glob("shard-*.arrow"):
                 old.unlink()
             shutil.rmtree(out / HELDOUT_DIR, ignore_errors=True)
-        shards = pack_selection(plan, chosen, bar)
+        shards = pack_selection(plan, scan, chosen, bar)
     heldout = (
-        write_heldout(out / HELDOUT_DIR, plan.work, scan.summaries, cfg, plan.tok,
-                      plan.tok.dtype, chosen.vocab)
+        write_heldout(out / HELDOUT_DIR, plan, scan, chosen.vocab)
         if cfg.heldout_fraction else None
     )
     timer.__exit__(None, None, None)
@@ -364,84 +358,224 @@ def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, A
 
 @dataclass
 class ScanResult:
-    """What the scan of the files read left for selection (their spills are in ``plan.work``)."""
+    """What the two passes left for selection (token spills are in ``plan.work``)."""
 
-    summaries: list[dict[str, Any]]  # per file read, in reading order: its scan marker
-    pools: list[set[str]]  # per file read: the domains whose documents it contributes
-    stats: InputStats  # per-domain input statistics of the files read
+    summaries: list[dict[str, Any]]  # per file indexed, in reading order: its index marker
+    stats: InputStats  # per-domain input statistics of the files indexed
+    pool: Pool  # their candidates and held-out documents, and what the rounds tokenized
+    scans: list[dict[str, Any]] = field(default_factory=list)  # every round's file scans
+    last_new_domain: int = 0  # files indexed when the latest new domain first appeared
+    results: int = 0  # per-file results consumed (index and rounds): the fail hook counts them
 
 
 def scan_inputs(plan: ScanPlan, bar: Any) -> ScanResult:
-    """Scan files in the seeded reading order until every budget is covered (``subset``) or
-    the files run out, freezing covered domains on the way (module docstring, step 2).
+    """Index files in the seeded order until every budget is covered (or the files run out),
+    then tokenize in rounds what selection can reach (module docstring, step 2).
 
     The work folder must be open (:func:`open_work_dir`); ``bar`` is a progress bar."""
-    cfg, strategy, work = plan.cfg, plan.strategy, plan.work
-    tasks = plan.tasks
-    stats = InputStats(plan.spec.specials_per_doc)
-    summaries: list[dict[str, Any]] = []
-    pools: list[set[str]] = []
-    last_new_domain = [0]  # files read when the latest new domain first appeared
+    scan = ScanResult([], InputStats(plan.spec.specials_per_doc, plan.cfg.long_threshold),
+                      Pool())
+    index_files(plan, scan, bar, lambda: _covered(plan, scan))
+    tokenize_rounds(plan, scan, bar)
+    return scan
 
-    def covered() -> bool:
-        """After each file: freeze covered domains, unfreeze short ones; stop reading?
 
-        A budget group is covered when its pool holds margin x its budget in eligible tokens;
-        a covered domain is frozen (later files add nothing to its pool and skip tokenizing
-        it, as the paper's code skips sources whose budget is full) and unfrozen if later
-        estimates raise its budget above its pool. Nothing is frozen or stopped before
-        ``min_files`` files and before the domain set has settled (no new domain in the second
-        half of the files read: a corpus whose files are not mixed, e.g. one domain per file,
-        is read until every domain has shown up).
-        """
-        n = len(summaries)
-        if not cfg.subset:
-            return False
-        if cfg.mix and any(d not in stats.domains for d in cfg.mix):
-            return False
-        try:
-            _, budgets = plan_budgets(strategy, plan.total, stats.token_weights(), cfg.mix,
-                                      cfg.upsample)
-        except MixError:
-            return False
-        for d in sorted(stats.frozen):
-            if stats.eligible(d) < budgets.get(d, 0):
-                stats.frozen.discard(d)
-        if n < min(cfg.min_files, len(tasks)) or n < 2 * last_new_domain[0]:
-            return False
-        done = {k for k, b in budgets.items() if stats.eligible(k) >= cfg.margin * b}
-        if strategy.per_domain:
-            stats.frozen |= done
-        return all(k in done or k in stats.frozen for k, b in budgets.items() if b)
+def _budgets(plan: ScanPlan, stats: InputStats) -> dict[str, int] | None:
+    """The budgets the input seen so far gives, or None while they cannot be planned."""
+    cfg = plan.cfg
+    if cfg.mix and any(d not in stats.domains for d in cfg.mix):
+        return None
+    try:
+        return plan_budgets(plan.strategy, plan.total, stats.token_weights(), cfg.mix,
+                            cfg.upsample)[1]
+    except MixError:
+        return None
 
-    def make_task(k: int) -> ScanTask:
-        # frozen domains need no tokenizing (if one is unfrozen before this file's result is
-        # used, the file is scanned again: the output never depends on timing)
-        skip = tuple(sorted(stats.frozen))
-        return replace(tasks[k], covered=skip) if skip else tasks[k]
 
-    scan_bar = bar.add_task("scan files", total=len(tasks))
+def _covered(plan: ScanPlan, scan: ScanResult) -> bool:
+    """After each file indexed: stop? Once every budget group's candidates hold ``margin`` x
+    its budget in estimated eligible tokens; never before ``min_files`` files and before the
+    domain set has settled (no new domain in the second half of the files indexed: a corpus
+    whose files are not mixed, e.g. one domain per file, is indexed until every domain has
+    shown up)."""
+    cfg, n = plan.cfg, len(scan.summaries)
+    if not cfg.subset or n < min(cfg.min_files, len(plan.tasks)) or n < 2 * scan.last_new_domain:
+        return False
+    budgets = _budgets(plan, scan.stats)
+    return budgets is not None and all(
+        scan.stats.eligible(k) >= cfg.margin * b for k, b in budgets.items() if b)
+
+
+def index_files(plan: ScanPlan, scan: ScanResult, bar: Any, stop: Any) -> None:
+    """Pass 1 (:mod:`longctx.pack.index`) over the files not indexed yet, in the seeded
+    order, until ``stop()`` says enough (asked after each file) or the files run out."""
+    start = len(scan.summaries)
+    tasks = plan.tasks[start:]
+    if not tasks:
+        return
+    index_bar = bar.add_task("index files", total=len(tasks))
 
     def on_result(summary: dict[str, Any]) -> bool:
-        if set(summary.get("covered", [])) - stats.frozen:  # skipped a domain now needed
-            summary = scan_file(make_task(len(summaries)))
-        summaries.append(summary)
-        pools.append(set(summary["stats"]) - stats.frozen)
-        if set(summary["stats"]) - set(stats.domains):
-            last_new_domain[0] = len(summaries)
-        stats.add(summary)
-        bar.advance(scan_bar)
-        _fail_hook("scan", len(summaries))
-        before = set(stats.frozen)
-        stop = covered()
-        if stats.frozen != before:  # running workers pick it up within 64 documents
-            write_frozen(work, stats.frozen)
-        return stop
+        arrays = load_index(plan.work, summary["index"])
+        if set(summary["stats"]) - set(scan.stats.domains):
+            scan.last_new_domain = len(scan.summaries) + 1
+        scan.summaries.append(summary)
+        scan.pool.add_file(summary["index"], summary["domains"], arrays)
+        scan.stats.add(summary, arrays["domain"], arrays["nbytes"], arrays["kept"])
+        bar.advance(index_bar)
+        _result_done(scan)
+        return stop()
 
-    run_ordered(scan_file, len(tasks), make_task, cfg.workers, on_result, done=load_done,
-                initializer=init_worker, tokenizer_json=Path(plan.spec.folder) / "tokenizer.json")
-    bar.update(scan_bar, total=len(summaries), completed=len(summaries))
-    return ScanResult(summaries, pools, stats)
+    run_ordered(index_file, len(tasks), lambda k: tasks[k], plan.cfg.workers, on_result,
+                done=load_index_done, initializer=init_worker,
+                tokenizer_json=Path(plan.spec.folder) / "tokenizer.json")
+    done = len(scan.summaries) - start
+    bar.update(index_bar, total=done, completed=done)
+
+
+def _result_done(scan: ScanResult) -> None:
+    scan.results += 1
+    _fail_hook("scan", scan.results)
+
+
+def _groups(plan: ScanPlan, pool: Pool, keys: list[str]) -> dict[str, np.ndarray]:
+    """Candidate positions of each budget group, in selection's order (priority, file, row)."""
+    c = pool.cand
+    order = np.lexsort((c["row"], c["file"], c["priority"]))
+    if not plan.strategy.per_domain:
+        return {GLOBAL_GROUP: order}
+    by_code = split_by_code(c["domain"][order], len(pool.names))
+    code = {d: i for i, d in enumerate(pool.names)}
+    return {k: order[by_code[code[k]]] if k in code else order[:0] for k in keys}
+
+
+def tokenize_rounds(plan: ScanPlan, scan: ScanResult, bar: Any) -> None:
+    """Pass 2 in rounds (:mod:`longctx.mix.cutoff` decides, :mod:`longctx.pack.scan`
+    tokenizes): until every budget group's cut-off holds its budget in real eligible tokens
+    (or all its candidates are tokenized), and the held-out set's likewise. A group that runs
+    dry while files are left makes pass 1 index more of them."""
+    cfg, pool, stats = plan.cfg, scan.pool, scan.stats
+    cuts: dict[str, tuple[int | None, int]] = {}
+    held_cuts: dict[str, tuple[int | None, int]] = {}
+    while True:
+        budgets = _budgets(plan, stats)
+        if budgets is None:
+            return  # selection reports why
+        est, tokenized, real = _eligible_tokens(plan, scan)
+        priority = pool.cand["priority"]
+        want = np.zeros(len(tokenized), bool)
+        exhausted = []
+        for key, g in _groups(plan, pool, sorted(budgets)).items():
+            cut, ext = cuts.get(key, (None, 0))
+            d = decide(priority[g], est[g], tokenized[g], real[g], budgets[key], cut, ext)
+            cuts[key] = (d.cutoff, d.extensions)
+            if d.status == TOKENIZE:
+                inner = g[: inside(priority[g], d.cutoff)]
+                want[inner[~tokenized[inner]]] = True
+            elif d.status == EXHAUSTED:
+                exhausted.append(key)
+        held_want = _held_wants(plan, scan, held_cuts)
+        if want.any() or held_want.any():
+            _round(plan, scan, want, held_want, bar)
+            continue
+        if exhausted and cfg.subset and len(scan.summaries) < len(plan.tasks):
+            dry = list(exhausted)
+            index_files(plan, scan, bar, lambda dry=dry: _refilled(plan, scan, dry))
+            for key in exhausted:
+                cuts[key] = (None, cuts[key][1])
+            continue
+        break
+
+
+def _refilled(plan: ScanPlan, scan: ScanResult, groups: list[str]) -> bool:
+    """Stop indexing more files for groups that ran dry? Once their real eligible tokens
+    plus the estimate of the candidates not tokenized yet hold ``margin`` x their budget."""
+    budgets = _budgets(plan, scan.stats)
+    if budgets is None:
+        return False
+    est, tokenized, real = _eligible_tokens(plan, scan)
+    for key, g in _groups(plan, scan.pool, groups).items():
+        have = float(real[g].sum()) + float(est[g][~tokenized[g]].sum())
+        if have < plan.cfg.margin * budgets.get(key, 0):
+            return False
+    return True
+
+
+def _eligible_tokens(plan: ScanPlan, scan: ScanResult) -> tuple[np.ndarray, ...]:
+    """Per candidate: estimated eligible tokens, tokenized or not, real eligible tokens."""
+    c, T = scan.pool.cand, plan.cfg.long_threshold
+    ratio = scan.stats.ratios_of(scan.pool.names)[c["domain"]]
+    est = estimated_eligible(scan.stats.candidate_tokens(c["nbytes"], ratio), c["kept"], T)
+    tokenized = c["length"] >= 0
+    real = np.where(tokenized & (c["kept"] | is_long(c["length"], T)), c["length"], 0)
+    return est, tokenized, real
+
+
+def _held_wants(plan: ScanPlan, scan: ScanResult,
+                cuts: dict[str, tuple[int | None, int]]) -> np.ndarray:
+    """Held-out documents the next round must tokenize: per domain, in held-out priority
+    order, as far as choosing whole documents up to ``eval_tokens`` can reach."""
+    h = scan.pool.held
+    want = np.zeros(len(h), bool)
+    if not plan.cfg.heldout_fraction or not len(h):
+        return want
+    seq_len = plan.cfg.eval_seq_len or plan.cfg.seq_len
+    budget = parse_count(str(plan.cfg.eval_tokens), name="eval_tokens")
+    ratio = scan.stats.ratios_of(scan.pool.names)[h["domain"]]
+    est = np.minimum(scan.stats.candidate_tokens(h["nbytes"], ratio), seq_len)
+    tokenized = h["length"] >= 0
+    real = np.where(tokenized, np.minimum(h["length"], seq_len), 0)
+    order = np.lexsort((h["row"], h["file"], h["priority"]))
+    by_code = split_by_code(h["domain"][order], len(scan.pool.names))
+    for name, mine in zip(scan.pool.names, by_code, strict=True):
+        g = order[mine]
+        if not len(g):
+            continue
+        cut, ext = cuts.get(name, (None, 0))
+        d = decide(h["priority"][g], est[g], tokenized[g], real[g], budget, cut, ext)
+        cuts[name] = (d.cutoff, d.extensions)
+        if d.status == TOKENIZE:
+            inner = g[: inside(h["priority"][g], d.cutoff)]
+            want[inner[~tokenized[inner]]] = True
+    return want
+
+
+def _round(plan: ScanPlan, scan: ScanResult, want: np.ndarray, held_want: np.ndarray,
+           bar: Any) -> None:
+    """Tokenize the wanted candidates and held-out documents, file by file in reading order."""
+    pool = scan.pool
+    rnd = pool.rounds
+    tasks = []
+    for s in scan.summaries:
+        f = s["index"]
+        rows = _rows_of(pool.cand, f, want)
+        held = _rows_of(pool.held, f, held_want)
+        if len(rows) or len(held):
+            tasks.append(ScanTask(index=f, round=rnd, work_dir=str(plan.work),
+                                  scan_hash=plan.scan_hash, tokenizer=plan.spec,
+                                  long_threshold=plan.cfg.long_threshold, rows=rows,
+                                  held_rows=held))
+    round_bar = bar.add_task(f"tokenize (round {rnd + 1})", total=len(tasks))
+
+    def on_result(summary: dict[str, Any]) -> bool:
+        pool.record(plan.work, summary["index"], rnd, summary["spilled"])
+        scan.scans.append(summary)
+        bar.advance(round_bar)
+        _result_done(scan)
+        return False
+
+    run_ordered(scan_file, len(tasks), lambda k: tasks[k], plan.cfg.workers, on_result,
+                done=load_done, initializer=init_worker,
+                tokenizer_json=Path(plan.spec.folder) / "tokenizer.json")
+    pool.rounds += 1
+    c = pool.cand
+    scan.stats.set_candidates(pool.names, c["domain"], c["nbytes"], c["kept"], c["length"])
+
+
+def _rows_of(table: Any, file: int, want: np.ndarray) -> np.ndarray:
+    """Rows (in the file's index) of the wanted entries of ``file``."""
+    first, n = table.first[file], table.count[file]
+    return np.flatnonzero(want[first : first + n]).astype(np.int64)
 
 
 @dataclass
@@ -471,7 +605,7 @@ def plan_selection(plan: ScanPlan, scan: ScanResult) -> BudgetSelection:
                          f"(found: {', '.join(vocab)})")
     shares, budgets = plan_budgets(strategy, plan.total, stats.token_weights(), cfg.mix,
                                    cfg.upsample)
-    el = load_eligible(plan.work, scan.summaries, scan.pools, vocab)
+    el = scan.pool.eligible(vocab, cfg.long_threshold)
     if strategy.per_domain:
         groups = {d: np.flatnonzero(el.domain == i) for i, d in enumerate(vocab)}
     else:
@@ -496,12 +630,13 @@ def plan_selection(plan: ScanPlan, scan: ScanResult) -> BudgetSelection:
     return BudgetSelection(est, vocab, shares, budgets, el, sel)
 
 
-def pack_selection(plan: ScanPlan, chosen: BudgetSelection, bar: Any) -> list[dict[str, Any]]:
+def pack_selection(plan: ScanPlan, scan: ScanResult, chosen: BudgetSelection,
+                   bar: Any) -> list[dict[str, Any]]:
     """Read the chosen pieces from the spills, pack them into rows of ``seq_len`` and write
     the shards into ``plan.out`` (module docstring, step 4); returns their manifest entries."""
     cfg, dtype, el, sel = plan.cfg, plan.tok.dtype, chosen.el, chosen.sel
     shard_rows = cfg.shard_rows or max(1, SHARD_BYTES // (cfg.seq_len * dtype.itemsize))
-    reader = SpillReader(plan.work, dtype)
+    reader = SpillReader(plan.work, dtype, scan.pool.spilled)
     pack_bar = bar.add_task("pack rows", total=plan.rows)
 
     def pieces():
@@ -569,54 +704,42 @@ def _outputs_intact(out: Path, manifest: dict[str, Any]) -> bool:
     return True
 
 
-def write_heldout(
-    folder: Path, work: Path, summaries: list[dict[str, Any]], cfg: BuildConfig, tok: Any,
-    dtype: np.dtype, vocab: list[str],
-) -> dict[str, Any]:
-    """Pack the held-out documents of the files read into ``folder`` (whole documents from
+def write_heldout(folder: Path, plan: ScanPlan, scan: ScanResult,
+                  vocab: list[str]) -> dict[str, Any]:
+    """Pack the held-out documents of the files indexed into ``folder`` (whole documents from
     their first token, per domain up to ``eval_tokens``) and return the build manifest's
-    ``heldout`` entry."""
+    ``heldout`` entry. The rounds tokenized every held-out document these can be chosen
+    from, so the choice equals choosing among all of them tokenized."""
     from longctx.mix.heldout import PAD_DOMAIN, choose_heldout, pack_heldout
-    from longctx.pack.scan import heldout_paths
 
+    cfg, tok, dtype = plan.cfg, plan.tok, plan.tok.dtype
     seq_len = cfg.eval_seq_len or cfg.seq_len
     per_domain = parse_count(str(cfg.eval_tokens), name="eval_tokens")
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("file", "line", "domain", "length",
-                                                         "priority", "start")}
-    names: list[str] = []
-    for s in summaries:
-        info = s.get("heldout") or {}
-        _, mpath = heldout_paths(work, s["index"])
-        with np.load(mpath) as m:
-            length = m["length"]
-            local = [info["domains"][int(c)] for c in m["domain"]] if len(length) else []
-            cols["file"].append(np.full(len(length), s["index"], dtype=np.int64))
-            cols["line"].append(m["line"])
-            cols["length"].append(length)
-            cols["priority"].append(m["priority"])
-            cols["start"].append(np.cumsum(length) - length)
-            names.extend(local)
-    all_domains = sorted(set(vocab) | set(names))
+    h = scan.pool.held
+    names = scan.pool.names
+    all_domains = sorted(set(vocab) | {names[int(k)] for k in np.unique(h["domain"])})
     code = {d: i for i, d in enumerate(all_domains)}
-    c = {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int64)) for k, v in cols.items()}
-    c["domain"] = np.asarray([code[d] for d in names], dtype=np.int64)
+    remap = np.asarray([code.get(d, -1) for d in names] or [0], dtype=np.int64)
+    held_domain = remap[h["domain"]]
+    tok_pos = np.flatnonzero(h["length"] >= 0)
+    c = {"file": h["file"][tok_pos].astype(np.int64), "line": h["line"][tok_pos],
+         "length": h["length"][tok_pos], "priority": h["priority"][tok_pos],
+         "start": h["start"][tok_pos], "domain": held_domain[tok_pos]}
     picked = choose_heldout(c["domain"], c["length"], c["priority"], per_domain, seq_len)
     rows = pack_heldout(c["length"][picked], c["priority"][picked], seq_len)
     folder.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(folder / "shard-00000.arrow", seq_len, dtype, provenance=True,
                          num_domains=len(all_domains))
     pad_id = int(tok.eos_id if tok.eos_id is not None else 0)
-    item = np.dtype(dtype).itemsize
+    reader = SpillReader(plan.work, dtype, scan.pool.spilled)
     try:
         for row in rows:
             ids = np.full(seq_len, pad_id, dtype=dtype)
             offsets, domains, pfile, pline = [0], [], [], []
             for j, n in zip(row.docs, row.lengths, strict=True):
                 i = int(picked[j])
-                path = heldout_paths(work, int(c["file"][i]))[0]
                 at = offsets[-1]
-                ids[at : at + n] = np.fromfile(path, dtype=dtype, count=n,
-                                               offset=int(c["start"][i]) * item)
+                ids[at : at + n] = reader.read(int(c["file"][i]), int(c["start"][i]), n)
                 offsets.append(at + n)
                 domains.append(int(c["domain"][i]))
                 pfile.append(int(c["file"][i]))
@@ -634,11 +757,13 @@ def write_heldout(
     except BaseException:
         writer.close()
         raise
-    rel = {s["index"]: s["file"] for s in summaries}
+    finally:
+        reader.close()
+    rel = {s["index"]: s["file"] for s in scan.summaries}
     ids_sorted = sorted(f"{rel[int(c['file'][i])]}:{int(c['line'][i])}" for i in picked)
     tokens = np.minimum(c["length"][picked], seq_len)
     nd = len(all_domains)
-    held_docs = np.bincount(c["domain"], minlength=nd)
+    held_docs = np.bincount(held_domain, minlength=nd)
     docs = np.bincount(c["domain"][picked], minlength=nd)
     doc_tokens = np.bincount(c["domain"][picked], weights=tokens, minlength=nd)
     entry = {
@@ -648,7 +773,8 @@ def write_heldout(
         "seq_len": seq_len,
         "tokens_per_domain_target": per_domain,
         "documents": int(len(picked)),
-        "documents_held_out": int(len(c["length"])),
+        "documents_held_out": int(len(h)),
+        "documents_tokenized": int(len(tok_pos)),
         "documents_held_out_per_domain": {d: int(held_docs[k]) for d, k in code.items()
                                           if held_docs[k]},
         "tokens": int(tokens.sum()),
@@ -708,6 +834,7 @@ def _manifest(
             entry["repeated_tokens"] = g.repeated_tokens
         domains[d] = entry
     all_long = float(long_tokens.sum() / total) if total else 0.0
+    tokenized = scan.pool.tokenized_docs()
     inputs: dict[str, Any] = {}
     for d in vocab:
         e = est[d]
@@ -716,7 +843,9 @@ def _manifest(
             "tokens": e["tokens"],
             "long_token_fraction": (e["long_tokens"] / e["tokens"]) if e["tokens"] else 0.0,
             "estimated": e["estimated"] or len(summaries) < len(tasks),
-            "tokenized_docs": e["tokenized_docs"],
+            "tokenized_docs": tokenized.get(d, 0),
+            "sample_docs": e["sample_docs"],
+            "tokens_per_byte": e["tokens_per_byte"],
             "bytes": e["bytes"],
             "long_tokens": e["long_tokens"],
             "eligible_tokens": e["eligible_tokens"],
@@ -751,7 +880,9 @@ def _manifest(
         "input": inputs,
         "input_files": {"total": len(tasks), "read": len(summaries),
                         "subset": len(summaries) < len(tasks),
-                        "domain_pool_files": {d: sum(d in p for p in scan.pools) for d in vocab}},
+                        "domain_pool_files": {
+                            d: sum(s["stats"].get(d, {}).get("docs", 0) > 0 for s in summaries)
+                            for d in vocab}},
         "repeated": repeats,
         "warnings": warnings,
         "skipped": dict(sorted(scan.stats.skipped.items())),
@@ -759,10 +890,12 @@ def _manifest(
         "files": [{"path": r, "read": i in read} for i, r in enumerate(plan.rels)],
         "tokenizer": plan.tok.describe(),
         "documents_selected": int(first.sum()),
+        "rounds": scan.pool.rounds,
         "seconds": {"wall": round(timer.wall, 3), "cpu": round(timer.cpu, 3),
-                    "scan_cpu_used_files": round(sum(s.get("cpu_s", 0.0) for s in summaries), 3)},
+                    "scan_cpu_used_files": round(sum(s.get("cpu_s", 0.0)
+                                                     for s in (*summaries, *scan.scans)), 3)},
         "python": sys.version.split()[0],
     }
 
 
-__all__ = ["BuildConfig", "BuildError", "STAT_KEYS", "plan_scan", "run_build"]
+__all__ = ["BuildConfig", "BuildError", "plan_scan", "run_build"]
