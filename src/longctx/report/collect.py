@@ -29,7 +29,7 @@ class ReportError(LongctxError):
 class StageOutput:
     """One stage's output folder: the parsed JSON plus the stage's own PNG when present."""
 
-    kind: str  # stats | build | train | needle | ruler | loss | bookqa
+    kind: str  # stats | build | train | needle | ruler | loss | bookqa | harness
     folder: Path
     data: dict[str, Any]
     label: str  # the folder relative to its run directory ("." for the run dir itself)
@@ -51,7 +51,7 @@ class RunOutputs:
         return sorted((o for o in self.outputs if o.kind == kind), key=lambda o: o.order)
 
 
-KINDS = ("stats", "build", "train", "needle", "ruler", "loss", "bookqa")
+KINDS = ("stats", "build", "train", "needle", "ruler", "loss", "bookqa", "harness")
 
 # stage name in the JSON -> (kind, the stage's own PNG file name)
 _STAGE_FILES = {
@@ -60,6 +60,7 @@ _STAGE_FILES = {
     "ruler.json": ("eval.ruler", "ruler", "ruler.png"),
     "loss.json": ("eval.loss", "loss", "loss.png"),
     "bookqa.json": ("eval.bookqa", "bookqa", None),
+    "harness.json": ("eval.harness", "harness", None),
 }
 
 
@@ -189,7 +190,7 @@ def collect(roots: list[str | Path]) -> list[RunOutputs]:
         where = ", ".join(str(r) for r in roots)
         raise ReportError(
             f"no stage outputs (stats.json, manifest.json, metrics.jsonl, needle.json, "
-            f"ruler.json, loss.json, bookqa.json) found under {where}"
+            f"ruler.json, loss.json, bookqa.json, harness.json) found under {where}"
         )
     return runs
 
