@@ -38,8 +38,9 @@ def _texts(base: Path) -> dict[tuple[str, int], str]:
 
 
 def _build(corpus: Path, out: Path, **kw) -> dict:
+    kw = {"eval_tokens": "6K", **kw}
     cfg = BuildConfig(inputs=[str(corpus)], out=str(out), tokens="40K", seq_len=1024,
-                      long_threshold=512, eval_tokens="6K", eval_fraction=0.08, subset=False, **kw)
+                      long_threshold=512, eval_fraction=0.08, subset=False, **kw)
     return run_build(cfg, progress=False)
 
 
@@ -128,6 +129,33 @@ def test_heldout_split_is_the_same_for_every_strategy_and_seed(builds):
     assert all(m["input_files"]["read"] == m["input_files"]["total"] for m in runs.values())
     assert len(set(digests.values())) == 1, digests
     assert len(set(counts.values())) == 1, counts
+
+
+@pytest.mark.parametrize("eval_tokens", ["1K", "6K"])
+def test_heldout_choice_equals_choosing_among_all_held_out_documents_tokenized(
+        gen_corpus, tmp_path, tok, eval_tokens):
+    """The rounds tokenize held-out documents only as far down their priority order as the
+    choice can reach, yet choose what tokenizing all of them would."""
+    import hashlib
+
+    from longctx.mix.heldout import choose_heldout
+
+    m = _build(gen_corpus, tmp_path / "o", eval_tokens=eval_tokens)
+    texts = _texts(gen_corpus)
+    held = [(k, t) for k, t in sorted(texts.items()) if heldout_draw(0, t)[0] < 0.08]
+    domains = {k: json.loads((gen_corpus / k[0]).read_text().splitlines()[k[1] - 1])["meta"]
+               ["redpajama_set_name"] for k, _ in held}
+    names = sorted(set(domains.values()))
+    picked = choose_heldout(
+        np.asarray([names.index(domains[k]) for k, _ in held]),
+        np.asarray([len(tok.encode_documents([t])[0]) for _, t in held]),
+        np.asarray([heldout_draw(0, t)[1] for _, t in held], dtype=np.uint64),
+        int(eval_tokens[:-1]) * 1000, 1024)
+    ids = sorted(f"{held[i][0][0]}:{held[i][0][1]}" for i in picked)
+    assert m["heldout"]["doc_ids_sha256"] == hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    assert m["heldout"]["documents_held_out"] == len(held)
+    if eval_tokens == "1K":  # a small target: most held-out documents are never tokenized
+        assert m["heldout"]["documents_tokenized"] < 0.5 * len(held)
 
 
 def test_heldout_folder_cannot_be_trained_on(builds):
