@@ -20,12 +20,18 @@ on ``BUILD/heldout`` (documents no training row holds); without one it is measur
 training rows, and ``loss.json`` says so (``"split": "train"``). Every mean comes with a 95%
 bootstrap interval over documents (pieces), so a difference smaller than the interval is
 not read as a result.
+
+``--key-tokens`` adds key-token loss (LongPPL, see :mod:`longctx.eval.keytokens`): the same
+table over only the targets whose loss drops when the long context is present, marked by
+the evaluated model or by ``--key-model``. Off by default: it costs about
+(K + stride) / stride extra forward tokens per scored token past position K + stride.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +41,14 @@ import numpy as np
 from longctx.cliopts import opt
 from longctx.config import to_dict
 from longctx.eval.generate import EvalError, load_eval_model
+from longctx.eval.keytokens import KeyTokenRule, mark_key_tokens, short_context_losses
 from longctx.eval.model_args import EvalModelArgs
 from longctx.intervals import RULE as INTERVAL_RULE
 from longctx.intervals import ratio_interval
 from longctx.stage import run_hash, sha256_file, write_json_atomic, write_manifest
 
 DEFAULT_POSITIONS = [1024, 16384, 32768, 65536, 131072]
+KEY = "Key tokens (LongPPL)"
 
 
 @dataclass
@@ -57,6 +65,25 @@ class LossConfig(EvalModelArgs):
     attention: str = opt("doc", "doc: each document piece is its own sequence; row: the whole "
                          "packed row is causal.")
     logits_chunk: int = opt(1024, "Positions per LM-head chunk (bounds logits memory).")
+    key_tokens: bool = opt(False, "Also report loss on key tokens (LongPPL): targets whose "
+                           "loss with only the last K tokens of context exceeds their "
+                           "full-context loss by more than --key-lsd, where the full-context "
+                           "log-likelihood is above --key-lcl.", panel=KEY)
+    key_context: int = opt(KeyTokenRule.context, "K: tokens of context of the short pass.",
+                           panel=KEY)
+    key_stride: int = opt(KeyTokenRule.stride, "Short windows of K+stride tokens advance by "
+                          "stride (a target's short context: K to K+stride-1 tokens; 1: "
+                          "exactly K, slowest).", panel=KEY)
+    key_lsd: float = opt(KeyTokenRule.lsd, "Key when loss_short - loss_long > this (nats).",
+                         panel=KEY)
+    key_lcl: float = opt(KeyTokenRule.lcl, "Key when -loss_long > this (long-context "
+                         "log-likelihood).", panel=KEY)
+    key_model: str = opt("", "Model that marks the key tokens (same tokenizer as the data); "
+                         "key-token loss is still the evaluated model's.", panel=KEY,
+                         show="the evaluated model")
+
+    def key_rule(self) -> KeyTokenRule:
+        return KeyTokenRule(self.key_context, self.key_stride, self.key_lsd, self.key_lcl)
 
     def validate(self) -> None:
         if not self.data:
@@ -68,6 +95,11 @@ class LossConfig(EvalModelArgs):
             raise EvalError(f"positions: need positive token positions, got {self.positions}")
         if self.max_rows is not None and self.max_rows <= 0:
             raise EvalError(f"max_rows must be positive, got {self.max_rows}")
+        if self.key_context <= 0 or self.key_stride <= 0:
+            raise EvalError(f"key_context and key_stride must be positive, got "
+                            f"{self.key_context} and {self.key_stride}")
+        if self.key_model and not self.key_tokens:
+            raise EvalError("key_model: marks key tokens, give --key-tokens too")
 
 
 def parse_buckets(buckets: list[str]) -> list[tuple[str, int, int]]:
@@ -106,17 +138,42 @@ def token_losses(model: Any, ids: np.ndarray, chunk: int) -> np.ndarray:
     return losses.double().cpu().numpy()
 
 
-def row_targets(row: Any, mode: str, model: Any, chunk: int) -> tuple[np.ndarray, ...]:
-    """(losses, positions, domain index, piece index) of every scored target token in one
-    packed row. Padding pieces (negative domain) are never scored."""
-    losses, positions, domains, pieces = [], [], [], []
+Scorer = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def sequence_scorer(
+    model: Any, chunk: int, rule: KeyTokenRule | None = None, key_model: Any = None
+) -> Scorer:
+    """``ids -> (losses, key-token mask)`` of one sequence, both aligned with
+    :func:`token_losses`. The mask is all False without a ``rule``; ``key_model`` (default:
+    ``model``) marks the key tokens, reusing ``model``'s full-context losses when it is
+    ``model``."""
+    marker = model if key_model is None else key_model
+
+    def score(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        loss = token_losses(model, ids, chunk)
+        if rule is None:
+            return loss, np.zeros(len(loss), dtype=bool)
+        long = loss if marker is model else token_losses(marker, ids, chunk)
+        short = short_context_losses(marker, ids, rule, chunk)
+        return loss, mark_key_tokens(long, short, rule.lsd, rule.lcl)
+
+    return score
+
+
+def row_targets(row: Any, mode: str, score: Scorer) -> tuple[np.ndarray, ...]:
+    """(losses, positions, domain index, piece index, key-token mask) of every scored target
+    token in one packed row. Padding pieces (negative domain) are never scored."""
+    losses, positions, domains, pieces, keys = [], [], [], [], []
     offs = row.doc_offsets
     if mode == "doc":
         for k in range(len(offs) - 1):
             a, b = int(offs[k]), int(offs[k + 1])
             if b - a < 2 or int(row.doc_domains[k]) < 0:
                 continue
-            losses.append(token_losses(model, row.input_ids[a:b], chunk))
+            loss, key = score(row.input_ids[a:b])
+            losses.append(loss)
+            keys.append(key)
             positions.append(np.arange(1, b - a, dtype=np.int64))
             domains.append(np.full(b - a - 1, int(row.doc_domains[k]), dtype=np.int64))
             pieces.append(np.full(b - a - 1, k, dtype=np.int64))
@@ -125,15 +182,87 @@ def row_targets(row: Any, mode: str, model: Any, chunk: int) -> tuple[np.ndarray
         piece = np.repeat(np.arange(len(offs) - 1), np.diff(offs))[1:]
         dom = row.doc_domains[piece].astype(np.int64)
         keep = ~row.doc_start_mask()[1:] & (dom >= 0)
-        losses.append(token_losses(model, row.input_ids, chunk)[keep])
+        loss, key = score(row.input_ids)
+        losses.append(loss[keep])
+        keys.append(key[keep])
         positions.append(np.arange(1, n, dtype=np.int64)[keep])
         domains.append(dom[keep])
         pieces.append(piece[keep])
     if not losses:
-        z = np.zeros(0)
-        return z, z.astype(np.int64), z.astype(np.int64), z.astype(np.int64)
+        z = np.zeros(0, dtype=np.int64)
+        return z.astype(np.float64), z, z, z, z.astype(bool)
     return (np.concatenate(losses), np.concatenate(positions), np.concatenate(domains),
-            np.concatenate(pieces))
+            np.concatenate(pieces), np.concatenate(keys))
+
+
+def bucket_sums(
+    loss: np.ndarray, pos: np.ndarray, group: np.ndarray, groups: int,
+    buckets: list[tuple[str, int, int]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sums, counts), each [groups, buckets]: losses summed by group index and bucket."""
+    sums = np.zeros((groups, len(buckets)))
+    counts = np.zeros((groups, len(buckets)), dtype=np.int64)
+    for k, (_, lo, hi) in enumerate(buckets):
+        m = (pos >= lo) & (pos < hi)
+        sums[:, k] = np.bincount(group[m], weights=loss[m], minlength=groups)
+        counts[:, k] = np.bincount(group[m], minlength=groups)
+    return sums, counts
+
+
+def block_interval(
+    block: np.ndarray, col: int, mask: np.ndarray | None = None
+) -> list[float] | None:
+    """Bootstrap interval of one bucket of a per-document [docs, buckets, (sum, count)] block."""
+    rows = block if mask is None else block[mask]
+    return ratio_interval(rows[:, col, 0], rows[:, col, 1])
+
+
+def safe_mean(s: float, c: int) -> float | None:
+    return float(s / c) if c else None
+
+
+def key_token_summary(
+    block: np.ndarray, doc_domains: np.ndarray, vocab: list[str], names: list[str],
+    rule: KeyTokenRule, marked_by: str,
+) -> dict[str, Any]:
+    """``loss.json``'s ``key_tokens``: the evaluated model's loss on key tokens per domain and
+    bucket, with token counts and the same intervals as plain loss. ``block`` is
+    [documents, buckets, (sum, count)] in ``per_document`` order."""
+    nb = len(names)
+    by_dom = [block[doc_domains == d] for d in range(len(vocab))]
+    sums = np.asarray([[b[:, k, 0].sum() for k in range(nb)] for b in by_dom]).reshape(-1, nb)
+    cnts = np.asarray([[int(b[:, k, 1].sum()) for k in range(nb)] for b in by_dom],
+                      dtype=np.int64).reshape(-1, nb)
+    return {
+        "marked_by": marked_by,
+        "context": rule.context,
+        "stride": rule.stride,
+        "lsd": rule.lsd,
+        "lcl": rule.lcl,
+        "rule": rule.describe(),
+        "domains": {
+            vocab[d]: {names[k]: safe_mean(sums[d, k], cnts[d, k]) for k in range(nb)}
+            for d in range(len(vocab))
+        },
+        "overall": {names[k]: safe_mean(sums[:, k].sum(), cnts[:, k].sum()) for k in range(nb)},
+        "interval95": {
+            vocab[d]: {names[k]: block_interval(block, k, doc_domains == d) for k in range(nb)}
+            for d in range(len(vocab))
+        },
+        "overall_interval95": {names[k]: block_interval(block, k) for k in range(nb)},
+        "tokens": {
+            "key": int(cnts.sum()),
+            "domains": {
+                vocab[d]: {names[k]: int(cnts[d, k]) for k in range(nb)}
+                for d in range(len(vocab))
+            },
+            "overall": {names[k]: int(cnts[:, k].sum()) for k in range(nb)},
+        },
+        "per_document": {
+            "bucket_sums": np.round(block[:, :, 0], 6).tolist(),
+            "bucket_counts": block[:, :, 1].astype(np.int64).tolist(),
+        },
+    }
 
 
 def resolve_split(data: str | Path) -> tuple[Path, str]:
@@ -157,14 +286,19 @@ def select_rows(n: int, max_rows: int | None) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, max_rows)})
 
 
+def loss_run_hash(cfg: LossConfig) -> str:
+    """Config hash plus the identity of the data, the model and the key-token model."""
+    return run_hash(cfg, inputs=("model", "data", "key_model"))
+
+
 def run_loss(
     cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = None, force: bool = False
 ) -> dict:
     """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run."""
     from longctx.stage import claimed_stage
 
-    with claimed_stage(out_dir, "eval.loss", run_hash(cfg), force=force,
-                       inputs=[cfg.data, cfg.model]):
+    with claimed_stage(out_dir, "eval.loss", loss_run_hash(cfg), force=force,
+                       inputs=[cfg.data, cfg.model] + ([cfg.key_model] if cfg.key_model else [])):
         return _run_loss(cfg, out_dir, progress=progress)
 
 
@@ -195,6 +329,15 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
         dtype=cfg.dtype,
         device=cfg.device,
     )
+    rule = cfg.key_rule() if cfg.key_tokens else None
+    key_model = None
+    if cfg.key_tokens and cfg.key_model:
+        key_tok = load_tokenizer(resolve_model_dir(cfg.key_model))
+        check_tokenizer_match(ds.tokenizer_sha256, key_tok.fingerprint, data_dir=cfg.data,
+                              model=cfg.key_model)
+        key_model, _ = load_eval_model(cfg.key_model, rope_theta=None, max_length=ds.seq_len,
+                                       dtype=cfg.dtype, device=cfg.device)
+    score = sequence_scorer(model, cfg.logits_chunk, rule, key_model)
     vocab = ds.domain_vocab
     positions = sorted(set(int(p) for p in cfg.positions))
     edges = np.asarray([0] + positions, dtype=np.int64)
@@ -206,22 +349,19 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
     doc_id: list[str] = []  # "row:piece", the same across models evaluated on the same data
     doc_b: list[np.ndarray] = []
     doc_p: list[np.ndarray] = []
+    doc_k: list[np.ndarray] = []  # key-token bucket sums/counts per document
     with progress_bar(progress, transient=True) as bar:
         task = bar.add_task("eval loss", total=len(rows))
         for i in rows:
-            loss, pos, dom, piece = row_targets(ds.row(i), cfg.attention, model,
-                                                cfg.logits_chunk)
+            loss, pos, dom, piece, key = row_targets(ds.row(i), cfg.attention, score)
             if dom.size and (dom.max() >= nd or dom.min() < 0):
                 raise EvalError(f"{folder}: row {i} has a domain index outside domain_vocab")
             pbin = np.searchsorted(edges, pos, side="right") - 1  # Loss@P: [previous P, P)
             ids, first, local = np.unique(piece, return_index=True, return_inverse=True)
-            bsum, bcnt = np.zeros((len(ids), nb)), np.zeros((len(ids), nb))
-            for k, (_, lo, hi) in enumerate(buckets):
-                m = (pos >= lo) & (pos < hi)
-                sums[:, k] += np.bincount(dom[m], weights=loss[m], minlength=nd)
-                counts[:, k] += np.bincount(dom[m], minlength=nd)
-                bsum[:, k] = np.bincount(local[m], weights=loss[m], minlength=len(ids))
-                bcnt[:, k] = np.bincount(local[m], minlength=len(ids))
+            dsum, dcnt = bucket_sums(loss, pos, dom, nd, buckets)
+            sums += dsum
+            counts += dcnt
+            bsum, bcnt = bucket_sums(loss, pos, local, len(ids), buckets)
             ok = pbin < npos
             psums += np.bincount(pbin[ok], weights=loss[ok], minlength=npos)
             pcounts += np.bincount(pbin[ok], minlength=npos)
@@ -232,18 +372,14 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
             doc_id.extend(f"{i}:{int(k)}" for k in ids)
             doc_b.append(np.stack([bsum, bcnt], axis=-1))
             doc_p.append(np.stack([psum, pcnt], axis=-1))
+            if rule is not None:
+                doc_k.append(np.stack(bucket_sums(loss[key], pos[key], local[key], len(ids),
+                                                  buckets), axis=-1))
             bar.advance(task)
 
     ddom = np.asarray(doc_dom, dtype=np.int64)
     db = np.concatenate(doc_b) if doc_b else np.zeros((0, nb, 2))
     dp = np.concatenate(doc_p) if doc_p else np.zeros((0, npos, 2))
-
-    def interval(block: np.ndarray, col: int, mask: np.ndarray | None = None) -> list[float] | None:
-        rows_ = block if mask is None else block[mask]
-        return ratio_interval(rows_[:, col, 0], rows_[:, col, 1])
-
-    def mean(s: float, c: int) -> float | None:
-        return float(s / c) if c else None
 
     names = [b[0] for b in buckets]
     result = {
@@ -253,11 +389,13 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
         "attention": cfg.attention,
         "buckets": names,
         "domains": {
-            vocab[d]: {names[k]: mean(sums[d, k], counts[d, k]) for k in range(nb)}
+            vocab[d]: {names[k]: safe_mean(sums[d, k], counts[d, k]) for k in range(nb)}
             for d in range(nd)
         },
-        "overall": {names[k]: mean(sums[:, k].sum(), counts[:, k].sum()) for k in range(nb)},
-        "positions": {str(p): mean(psums[j], pcounts[j]) for j, p in enumerate(positions)},
+        "overall": {
+            names[k]: safe_mean(sums[:, k].sum(), counts[:, k].sum()) for k in range(nb)
+        },
+        "positions": {str(p): safe_mean(psums[j], pcounts[j]) for j, p in enumerate(positions)},
         "split": split,
         "split_note": (
             "held-out documents: in no training row of any mixture built with the same "
@@ -265,10 +403,11 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
             "TRAINING rows: the model may have been trained on these tokens"
         ),
         "interval95": {
-            vocab[d]: {names[k]: interval(db, k, ddom == d) for k in range(nb)} for d in range(nd)
+            vocab[d]: {names[k]: block_interval(db, k, ddom == d) for k in range(nb)}
+            for d in range(nd)
         },
-        "overall_interval95": {names[k]: interval(db, k) for k in range(nb)},
-        "positions_interval95": {str(p): interval(dp, j) for j, p in enumerate(positions)},
+        "overall_interval95": {names[k]: block_interval(db, k) for k in range(nb)},
+        "positions_interval95": {str(p): block_interval(dp, j) for j, p in enumerate(positions)},
         "interval_rule": f"{INTERVAL_RULE} over documents (pieces); documents: {len(ddom)}",
         "data_read": str(folder),
         # per document: bucket sums and counts, so two models evaluated on the same data can
@@ -299,6 +438,13 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
         "rope_theta": cfg.rope_theta,
         "tokenizer": tok.describe(),
     }
+    if rule is not None:
+        kdb = np.concatenate(doc_k) if doc_k else np.zeros((0, nb, 2))
+        result["key_tokens"] = key_token_summary(kdb, ddom, vocab, names, rule,
+                                                 cfg.key_model or cfg.model)
+    counted = {"rows": len(rows), "tokens_scored": int(counts.sum())}
+    if rule is not None:
+        counted["key_tokens"] = result["key_tokens"]["tokens"]["key"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "loss.json", result)
@@ -309,8 +455,8 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
             "stage": "eval.loss",
             "status": "done",
             "config": to_dict(cfg),
-            "config_hash": run_hash(cfg),
-            "counts": {"rows": len(rows), "tokens_scored": int(counts.sum())},
+            "config_hash": loss_run_hash(cfg),
+            "counts": counted,
             "input": {"data": str(cfg.data), "read": str(folder), "split": split,
                       "data_tokenizer_sha256": ds.tokenizer_sha256},
             "checksums": {
