@@ -329,19 +329,9 @@ def _iv(iv: Any) -> str:
     return f' <span class="meta">[{_num(iv[0]):.3f}, {_num(iv[1]):.3f}]</span>'
 
 
-def _loss_section(page: _Page, out: StageOutput) -> None:
-    loss = out.data
-    buckets = list(loss.get("buckets") or [])
-    page.add(f"<h3>Loss by domain and position <span class=meta>({esc(out.label)}, model "
-             f"{esc(loss.get('model'))})</span></h3>")
-    split = loss.get("split")
-    if split == "heldout":
-        page.add('<p class="meta">Measured on <b>held-out documents</b> (in no training row). '
-                 "In brackets: 95% bootstrap interval over documents.</p>")
-    else:
-        page.add('<p class="warn">Measured on <b>training rows</b>: the model may have been '
-                 "trained on these tokens, so this is fit, not generalisation.</p>")
-    counts = (loss.get("tokens") or {}).get("domains") or {}
+def _loss_table(loss: dict[str, Any], counts: dict[str, Any], buckets: list[str]) -> str:
+    """Domain x bucket table of mean losses with intervals and token counts, plus an
+    overall row (plain loss and key-token loss share it)."""
     ivs = loss.get("interval95") if isinstance(loss.get("interval95"), dict) else {}
     rows = []
     for name, vals in (loss.get("domains") or {}).items():
@@ -356,7 +346,28 @@ def _loss_section(page: _Page, out: StageOutput) -> None:
     if overall:
         rows.append(["<b>overall</b>"] + [fmt(_num(overall.get(b))) + _iv(oiv.get(b))
                                            for b in buckets])
-    page.add(table(["domain"] + [esc(b) for b in buckets], rows))
+    return table(["domain"] + [esc(b) for b in buckets], rows)
+
+
+def _loss_section(page: _Page, out: StageOutput) -> None:
+    loss = out.data
+    buckets = list(loss.get("buckets") or [])
+    page.add(f"<h3>Loss by domain and position <span class=meta>({esc(out.label)}, model "
+             f"{esc(loss.get('model'))})</span></h3>")
+    split = loss.get("split")
+    if split == "heldout":
+        page.add('<p class="meta">Measured on <b>held-out documents</b> (in no training row). '
+                 "In brackets: 95% bootstrap interval over documents.</p>")
+    else:
+        page.add('<p class="warn">Measured on <b>training rows</b>: the model may have been '
+                 "trained on these tokens, so this is fit, not generalisation.</p>")
+    page.add(_loss_table(loss, (loss.get("tokens") or {}).get("domains") or {}, buckets))
+    key = loss.get("key_tokens") if isinstance(loss.get("key_tokens"), dict) else None
+    if key:
+        page.add(f'<p class="meta">Key-token loss (LongPPL): loss on the targets whose loss '
+                 f'drops when the long context is present, marked by {esc(key.get("marked_by"))}'
+                 f'. {esc(key.get("rule"))}.</p>')
+        page.add(_loss_table(key, (key.get("tokens") or {}).get("domains") or {}, buckets))
     positions = loss.get("positions") or {}
     if positions:
         keys = sorted(positions, key=lambda k: int(k) if str(k).isdigit() else 0)
