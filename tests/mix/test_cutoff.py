@@ -29,7 +29,7 @@ def test_estimated_eligible_counts_not_kept_only_when_estimated_long():
 
 def test_first_cutoff_then_met():
     est = np.full(5, 100.0)
-    # margin 1.1 x budget 150 = 165 estimated tokens: the first two candidates (200)
+    # margin 1.05 x budget 150 = 157.5 estimated tokens: the first two candidates (200)
     d = decide(P, est, np.zeros(5, bool), np.zeros(5), budget=150, cutoff=None)
     assert (d.status, d.cutoff, d.extensions) == (TOKENIZE, 20, 0)
     tokenized = np.asarray([True, True, False, False, False])
@@ -41,10 +41,10 @@ def test_short_round_extends_from_the_corrected_estimate():
     est = np.full(5, 100.0)
     tokenized = np.asarray([True, True, False, False, False])
     d = decide(P, est, tokenized, np.asarray([60, 50, 0, 0, 0]), 150, cutoff=20)
-    # 110 real of 200 estimated (x0.55); missing 40 x margin 1.1 x 2 / 0.55 = 160 estimated
-    # tokens past the cut-off: candidates 30 and 40 (200 >= 160)
+    # 110 real of 200 estimated: the rest count x0.55 (55 each); missing 40 x margin 1.05 x 2
+    # = 84 past the cut-off: candidates 30 and 40 (110 >= 84)
     assert (d.status, d.cutoff, d.extensions, d.tokens) == (TOKENIZE, 40, 1, 110)
-    # the next extension doubles the margin again: missing 20 x 1.1 x 4 / (130/400) = 270.8
+    # the next extension doubles the margin again: missing 20 x 1.05 x 4 = 84 > 100 x 130/400
     tokenized[:4] = True
     d = decide(P, est, tokenized, np.asarray([60, 50, 10, 10, 0]), 150, 40, d.extensions)
     assert (d.status, d.cutoff, d.extensions) == (TOKENIZE, ALL, 2)
@@ -54,7 +54,7 @@ def test_nothing_eligible_inside_extends_with_the_smallest_correction():
     est = np.full(5, 100.0)
     tokenized = np.asarray([True, False, False, False, False])
     d = decide(P, est, tokenized, np.zeros(5), 100, cutoff=10)
-    # 0 real of 100 estimated: correction clipped to 0.25; 100 x 1.1 x 2 / 0.25 = 880 > 400
+    # 0 real of 100 estimated: correction clipped to 0.25; 100 x 1.05 x 2 = 210 > 4 x 25
     assert (d.status, d.cutoff) == (TOKENIZE, ALL)
 
 
@@ -77,7 +77,7 @@ def test_new_candidates_inside_an_old_cutoff_are_tokenized_first():
 
 def test_restart_counts_real_tokens_and_scales_the_estimates():
     # after more candidates joined: the two tokenized ones hold 50 real of 100 estimated
-    # tokens each, so the others count 100 x 0.5; 1.1 x 100 = 110 is reached at priority 20
+    # tokens each, so the others count 100 x 0.5; 1.05 x 100 = 105 is reached at priority 20
     p = np.asarray([10, 15, 20, 30], dtype=np.uint64)
     d = decide(p, np.full(4, 100.0), np.asarray([True, False, True, False]),
                np.asarray([50, 0, 50, 0]), 100, cutoff=None, extensions=2)

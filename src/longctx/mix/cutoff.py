@@ -31,6 +31,8 @@ ALL = (1 << 64) - 1  # a cut-off with everything inside
 TOKENIZE = "tokenize"  # candidates inside the cut-off still need tokenizing
 MET = "met"
 EXHAUSTED = "exhausted"
+MARGIN = 1.05  # estimated / needed tokens of a first cut-off: a short round costs only the
+# missing part (texts are re-read from the index's spill), an overshoot costs tokenizing
 MIN_CORRECTION = 0.25  # real / estimated eligible tokens, clipped: a bad estimate costs
 MAX_CORRECTION = 4.0  # rounds, never exactness
 
@@ -80,7 +82,7 @@ def decide(
     budget: int,
     cutoff: int | None,
     extensions: int = 0,
-    margin: float = 1.1,
+    margin: float = MARGIN,
 ) -> Decision:
     """One group's next step. Arrays are per candidate, sorted by priority (uint64);
     ``real_eligible`` holds the real tokens of tokenized eligible candidates (0 elsewhere).
