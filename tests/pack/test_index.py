@@ -15,7 +15,7 @@ from longctx.data.readers import DataError
 from longctx.mix.heldout import heldout_draw
 from longctx.mix.sampling import doc_draws
 from longctx.pack import index as ix
-from longctx.pack.index import IndexTask, index_file, index_or_load, index_paths, load_index
+from longctx.pack.index import IndexTask, index_file, index_paths, load_index, load_index_done
 from longctx.pack.tok import resolve_spec
 
 THRESHOLD = 64
@@ -137,19 +137,16 @@ def test_sample_is_the_lowest_draws_topped_up_per_domain(corpus, tmp_path, tok):
     assert book["sample_bytes"] < ix.TOPUP_BYTES + ix.SAMPLE_CHARS * 2
 
 
-def test_finished_index_is_reused_and_other_settings_redo_it(corpus, tmp_path):
+def test_finished_index_is_found_and_other_settings_are_not(corpus, tmp_path):
     task = _task(corpus, tmp_path)
-    first = index_or_load(task)
+    first = index_file(task)
     paths = index_paths(tmp_path, 3)
     assert [p.name for p in paths] == ["0000003.index.npz", "0000003.index.text",
                                        "0000003.index.done"]
-    stamp = [p.stat().st_mtime_ns for p in paths]
-    assert index_or_load(task) == first
-    assert [p.stat().st_mtime_ns for p in paths] == stamp
-    arrays = paths[0]
-    assert ix.load_index_done(replace(task, index_hash="h2")) is None
-    arrays.unlink()
-    assert ix.load_index_done(task) is None  # a marker without its arrays is not finished
+    assert load_index_done(task) == first
+    assert load_index_done(replace(task, index_hash="h2")) is None
+    paths[0].unlink()
+    assert load_index_done(task) is None  # a marker without its arrays is not finished
     assert not list(tmp_path.glob("*.tmp*"))
 
 

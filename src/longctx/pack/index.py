@@ -311,7 +311,3 @@ def _read(
             tokenized.add(d, text, n)
     tokenized.flush()
     return counts
-
-
-def index_or_load(task: IndexTask) -> dict[str, Any]:
-    return load_index_done(task) or index_file(task)
