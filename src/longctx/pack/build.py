@@ -199,8 +199,9 @@ def _inputs_fingerprint(files: list[Path], rels: list[str]) -> list[list[Any]]:
 
 
 def _fail_hook(phase: str, count: int) -> None:
-    """Test hook: ``scan:N``/``pack:N`` raise after N files/shards; ``slow:S`` sleeps S s
-    after each file (so a test can kill the process mid-build)."""
+    """Test hook: ``scan:N``/``pack:N`` raise after N per-file results (a file indexed, or
+    its scan in a round) / N shards; ``slow:S`` sleeps S s after each per-file result (so a
+    test can kill the process mid-build)."""
     spec = os.environ.get(FAIL_HOOK_ENV, "")
     if spec == f"{phase}:{count}":
         raise RuntimeError(f"simulated interruption ({FAIL_HOOK_ENV}={spec})")
