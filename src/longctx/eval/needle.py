@@ -23,8 +23,9 @@ suffix ids) the prompts sharing any prefix run consecutively (a depth-first walk
 prompt trie), and :class:`~longctx.eval.generate.PromptCache` keeps one KV cache, cropped to
 what the next prompt shares, so each distinct prefix is prefilled once. That is the fewest
 prefill tokens exact reuse allows, short of a needle or suffix token that happens to equal
-the haystack token it displaces. Responses equal per-cell prefill's (fp32 rounding of the
-split prefill aside, ~1e-5 in the logits); ``--no-prefix-reuse`` is that reference path.
+the haystack token it displaces. Responses equal per-cell prefill's (the split prefill can
+round differently: at most 5e-5 in SmolLM2-135M's fp32 logits, measured on CPU);
+``--no-prefix-reuse`` is that reference path. Measured in benchmarks/needle_prefix_reuse.py.
 """
 
 from __future__ import annotations
@@ -350,8 +351,8 @@ def build_needle(
 def prefix_order(
     cfg: NeedleConfig, builder: CellBuilder, cells: Sequence[tuple[int, int]]
 ) -> list[tuple[int, int]]:
-    """``cells`` (length, depth) ordered by their first needle's :func:`prefix_key`; a cell's
-    samples stay together, so resuming still loses at most the cell in progress."""
+    """``cells`` (length, depth) ordered by the smallest :func:`prefix_key` of their needles;
+    a cell's samples stay together, so resuming still loses at most the cell in progress."""
     keys = {
         c: min(prefix_key(build_needle(cfg, builder, *c, k)) for k in range(cfg.samples))
         for c in cells
@@ -524,7 +525,7 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
             "prefill": {
                 "prefix_reuse": cfg.prefix_reuse,
                 "prompt_tokens": sum(L for L, _ in todo) * cfg.samples,
-                "tokens_from_cache": prompts.reused_tokens if prompts else 0,
+                "tokens_from_cache": prompts.reused_tokens if prompts is not None else 0,
             },
             "average": average,
             "checksums": {
