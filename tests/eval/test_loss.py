@@ -119,3 +119,10 @@ def test_row_attention_scores_every_non_document_start(tmp_path: Path, packed_re
     assert result["tokens"]["rows"] == 2
     assert result["tokens"]["scored"] == expected
     assert result["attention"] == "row" and 0.5 < result["overall"]["0-256"] < 10.0
+
+
+def test_key_token_settings_are_checked():
+    for bad in (dict(key_context=0), dict(key_stride=0), dict(key_model="smollm2-135m")):
+        with pytest.raises(EvalError, match="key_"):
+            LossConfig(data="x", **bad).validate()
+    LossConfig(data="x", key_tokens=True, key_model="smollm2-135m").validate()
