@@ -238,3 +238,45 @@ def test_pickled_weights_are_refused_before_lm_eval(tmp_path, monkeypatch, capsy
     code, _, err = run_main(harness_args(folder, tmp_path, out), capsys)
     assert_one_line_error(code, err, "pytorch_model.bin", "pickle format", "safetensors")
     assert not marker.exists() and not out.exists()
+
+
+def test_report_shows_harness_beside_the_same_models_needle(needs_lm_eval, tmp_path, full_run,
+                                                            tiny_model, task_dir):
+    """Per run a harness table; across runs one row per harness output, with the needle
+    average of the same model (folder identity and RoPE base) beside it."""
+    from longctx.cli import main
+    from longctx.report.collect import collect
+    from longctx.report.html import render_report
+
+    from ..report.htmlparse import parse
+
+    base = tmp_path / "base"
+    shutil.copytree(full_run, base / "harness")
+    h = json.loads((base / "harness" / "harness.json").read_text())
+    needle = {"stage": "eval.needle", "model": str(tiny_model),
+              "model_identity": h["model_identity"], "average": 0.8, "headline": "ruler",
+              "cells": [{"length": 100, "depth": 0, "score": 0.8, "scores": {"ruler": 0.8}}],
+              "provenance": {"rope_theta": None}}
+    (base / "needle").mkdir()
+    (base / "needle" / "needle.json").write_text(json.dumps(needle))
+    after = tmp_path / "after"
+    main(harness_args(tiny_model, task_dir, after / "harness", "--limit", "2",
+                      "--rope-theta", "7.5"))
+    doc, _ = render_report(collect([base, after]))
+    page = parse(doc)
+    acc = h["results"]["tiny_mc"]["metrics"]["acc,none"]
+    ppl = h["results"]["tiny_ll"]["metrics"]["perplexity,none"]
+    own = [t for t in page.tables if t.heading.startswith("lm-evaluation-harness")]
+    assert len(own) == 2
+    assert own[0].texts()[1:] == [
+        ["tiny_mc", "acc", f"{acc['value']:.4f}", f"{acc['stderr']:.4f}", "4", "0"],
+        ["tiny_ll", "perplexity", f"{ppl['value']:.4f}", f"{ppl['stderr']:.4f}", "4", "0"]]
+    assert "not comparable" in doc  # the limited run's warning
+    [view] = [t for t in page.tables if "Table 3" in t.heading]
+    header, first, second = view.texts()
+    assert header[:5] == ["run", "model", "RoPE base", "needle", "RULER"]
+    assert header[5:7] == ["tiny_mc acc", "tiny_ll perplexity"] and header[-1] == "note"
+    assert first[0] == "base/harness" and second[0] == "after/harness"
+    assert first[3] == "0.800" and first[4] == "–" and first[5] == f"{acc['value']:.4f}"
+    assert second[2] == "7.5" and second[3] == "–"  # another RoPE base: another model
+    assert second[-1] == "limited to 2"

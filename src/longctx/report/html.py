@@ -392,6 +392,89 @@ def _bookqa_section(page: _Page, out: StageOutput) -> None:
                  + table([esc(k) for k in keys], rows, left=len(keys)) + "</details>")
 
 
+def harness_rows(h: dict[str, Any], names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """(task, metric, value, stderr, documents, shots) of every metric of ``names`` (default:
+    the tasks the run asked for), in harness.json's order."""
+    results = h.get("results") if isinstance(h.get("results"), dict) else {}
+    wanted = names if names is not None else [t for t in h.get("tasks") or [] if t in results]
+    rows = []
+    for name in wanted:
+        r = results.get(name) if isinstance(results.get(name), dict) else {}
+        docs = r.get("documents") if isinstance(r.get("documents"), dict) else {}
+        metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
+        for key, m in metrics.items():
+            m = m if isinstance(m, dict) else {}
+            rows.append({"task": name, "metric": key.removesuffix(",none"),
+                         "value": _num(m.get("value")), "stderr": _num(m.get("stderr")),
+                         "documents": docs.get("effective"), "shots": r.get("num_fewshot")})
+    return rows
+
+
+def _harness_table(rows: list[dict[str, Any]]) -> str:
+    return table(["task", "metric", "value", "± stderr", "documents", "shots"],
+                 [[esc(r["task"]), esc(r["metric"]), fmt(r["value"]), fmt(r["stderr"]),
+                   fmt(r["documents"]), fmt(r["shots"])] for r in rows], left=2)
+
+
+def _harness_section(page: _Page, out: StageOutput) -> None:
+    h = out.data
+    results = h.get("results") if isinstance(h.get("results"), dict) else {}
+    page.add(f"<h3>lm-evaluation-harness <span class=meta>({esc(out.label)})</span></h3>")
+    page.add(f'<p><span class="kpi">model: <b>{esc(h.get("model"))}</b></span>'
+             f'<span class="kpi">lm-eval: <b>{esc(h.get("lm_eval_version"))}</b></span>'
+             f'<span class="kpi">tasks: <b>{esc(", ".join(map(str, h.get("tasks") or [])))}'
+             "</b></span></p>")
+    if h.get("limited"):
+        page.add(f'<p class="warn">{esc(h.get("note") or "run with --limit")}</p>')
+    page.add(_harness_table(harness_rows(h)))
+    rest = [n for n in results if n not in (h.get("tasks") or [])]
+    if rest:
+        page.add(f"<details><summary>{len(rest)} subtasks and subgroups</summary>"
+                 + _harness_table(harness_rows(h, rest)) + "</details>")
+
+
+def _model_key(data: dict[str, Any]) -> tuple[Any, Any]:
+    """Which model an eval output scored: its folder's identity (or name) and RoPE base."""
+    prov = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
+    return (data.get("model_identity") or data.get("model"), prov.get("rope_theta"))
+
+
+def _harness_comparison(page: _Page, runs: list[RunOutputs],
+                        harness: list[tuple[str, StageOutput]]) -> None:
+    """The paper's Table 3 view: per evaluated model, its harness scores beside the needle and
+    RULER averages of the same model (same folder identity and RoPE base) from any run."""
+    latest: dict[str, dict[tuple[Any, Any], Any]] = {"needle": {}, "ruler": {}}
+    for kind, found in latest.items():
+        for run in runs:
+            for o in run.of(kind):
+                found[_model_key(o.data)] = _num(o.data.get("average"))
+    columns: list[tuple[str, str]] = []
+    per_run = []
+    for _, o in harness:
+        values = {(r["task"], r["metric"]): r["value"] for r in harness_rows(o.data)}
+        columns += [c for c in values if c not in columns]
+        per_run.append(values)
+    page.add("<h3>Harness beside long-context scores (the paper's Table 3 view)</h3>"
+             '<p class="meta">One row per harness output; needle and RULER: the average of the '
+             "same model (folder identity and RoPE base) where the reports hold one. Brackets: "
+             "difference to the first row. Runs with --limit are marked: their scores are not "
+             "comparable.</p>")
+    rows = []
+    for i, ((name, o), values) in enumerate(zip(harness, per_run, strict=True)):
+        key = _model_key(o.data)
+        cells = [esc(name), esc(o.data.get("model")), _base(key[1]) if key[1] else "model's",
+                 fmt(latest["needle"].get(key), 3), fmt(latest["ruler"].get(key), 2)]
+        for c in columns:
+            v, first = values.get(c), per_run[0].get(c)
+            diff = "" if i == 0 or v is None or first is None else (
+                f' <span class="meta">({v - first:+.3f})</span>')
+            cells.append(fmt(v) + diff)
+        cells.append(f"limited to {fmt(o.data.get('limit'))}" if o.data.get("limited") else "")
+        rows.append(cells)
+    page.add(table(["run", "model", "RoPE base", "needle", "RULER"]
+                   + [f"{esc(t)} {esc(m)}" for t, m in columns] + ["note"], rows, left=3))
+
+
 # ---------------------------------------------------------------- comparisons across runs
 
 
@@ -438,9 +521,12 @@ def _comparison_section(page: _Page, runs: list[RunOutputs]) -> None:
     losses = _labelled(runs, "loss")
     needles = _labelled(runs, "needle")
     rulers = _labelled(runs, "ruler")
-    if len(losses) < 2 and len(needles) < 2 and len(rulers) < 2:
+    harness = _labelled(runs, "harness")
+    if len(losses) < 2 and len(needles) < 2 and len(rulers) < 2 and len(harness) < 2:
         return
     page.add("<h2>Comparison</h2><section class=card>")
+    if len(harness) >= 2:
+        _harness_comparison(page, runs, harness)
     if len(rulers) >= 2:
         _ruler_comparison(page, rulers)
     if len(needles) >= 2:
@@ -583,6 +669,7 @@ def render_report(runs: list[RunOutputs], title: str = "longctx report") -> tupl
             ("RULER", run.of("ruler")),
             ("Loss", run.of("loss")),
             ("BookQA", run.of("bookqa")),
+            ("Harness", run.of("harness")),
         ]
         for _, outs in sections:
             if not outs:
@@ -603,6 +690,8 @@ def render_report(runs: list[RunOutputs], title: str = "longctx report") -> tupl
                     _loss_section(page, out)
                 elif out.kind == "bookqa":
                     _bookqa_section(page, out)
+                elif out.kind == "harness":
+                    _harness_section(page, out)
             page.add("</section>")
         if not run.outputs:
             page.add('<p class="warn">no stage outputs found in this directory</p>')
