@@ -280,3 +280,29 @@ def test_report_shows_harness_beside_the_same_models_needle(needs_lm_eval, tmp_p
     assert first[3] == "0.800" and first[4] == "–" and first[5] == f"{acc['value']:.4f}"
     assert second[2] == "7.5" and second[3] == "–"  # another RoPE base: another model
     assert second[-1] == "limited to 2"
+
+
+def test_report_escapes_and_survives_odd_harness_json(tmp_path):
+    """harness.json from elsewhere: a hostile task name is escaped, wrong shapes are skipped."""
+    from longctx.report.collect import collect
+    from longctx.report.html import render_report
+
+    from ..report.htmlparse import parse
+    from ..report.report_fixtures import HOSTILE
+
+    runs = []
+    for name, tasks, metrics in [("a", [HOSTILE], {"acc,none": {"value": 0.5, "stderr": 0.1}}),
+                                 ("b", 7, ["not", "a", "dict"])]:
+        folder = tmp_path / name / "harness"
+        folder.mkdir(parents=True)
+        results = {HOSTILE: {"metrics": metrics, "documents": "many"}}
+        (folder / "harness.json").write_text(json.dumps(
+            {"stage": "eval.harness", "model": HOSTILE, "tasks": tasks, "results": results,
+             "provenance": {"rope_theta": [1]}, "limited": True, "limit": 3}))
+        runs.append(tmp_path / name)
+    doc, _ = render_report(collect(runs))
+    page = parse(doc)
+    assert HOSTILE not in doc and page.scripts == 0
+    [view] = [t for t in page.tables if "Table 3" in t.heading]
+    assert view.texts()[0][5] == f"{HOSTILE} acc"  # escaped in the page, text when parsed
+    assert [r[5] for r in view.texts()[1:]] == ["0.5000", "–"]

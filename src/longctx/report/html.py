@@ -396,7 +396,7 @@ def harness_rows(h: dict[str, Any], names: Sequence[str] | None = None) -> list[
     """(task, metric, value, stderr, documents, shots) of every metric of ``names`` (default:
     the tasks the run asked for), in harness.json's order."""
     results = h.get("results") if isinstance(h.get("results"), dict) else {}
-    wanted = names if names is not None else [t for t in h.get("tasks") or [] if t in results]
+    wanted = names if names is not None else [t for t in _harness_tasks(h) if t in results]
     rows = []
     for name in wanted:
         r = results.get(name) if isinstance(results.get(name), dict) else {}
@@ -404,10 +404,15 @@ def harness_rows(h: dict[str, Any], names: Sequence[str] | None = None) -> list[
         metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
         for key, m in metrics.items():
             m = m if isinstance(m, dict) else {}
-            rows.append({"task": name, "metric": key.removesuffix(",none"),
+            rows.append({"task": name, "metric": str(key).removesuffix(",none"),
                          "value": _num(m.get("value")), "stderr": _num(m.get("stderr")),
                          "documents": docs.get("effective"), "shots": r.get("num_fewshot")})
     return rows
+
+
+def _harness_tasks(h: dict[str, Any]) -> list[str]:
+    tasks = h.get("tasks")
+    return [t for t in tasks if isinstance(t, str)] if isinstance(tasks, list) else []
 
 
 def _harness_table(rows: list[dict[str, Any]]) -> str:
@@ -422,28 +427,28 @@ def _harness_section(page: _Page, out: StageOutput) -> None:
     page.add(f"<h3>lm-evaluation-harness <span class=meta>({esc(out.label)})</span></h3>")
     page.add(f'<p><span class="kpi">model: <b>{esc(h.get("model"))}</b></span>'
              f'<span class="kpi">lm-eval: <b>{esc(h.get("lm_eval_version"))}</b></span>'
-             f'<span class="kpi">tasks: <b>{esc(", ".join(map(str, h.get("tasks") or [])))}'
+             f'<span class="kpi">tasks: <b>{esc(", ".join(_harness_tasks(h)))}'
              "</b></span></p>")
     if h.get("limited"):
         page.add(f'<p class="warn">{esc(h.get("note") or "run with --limit")}</p>')
     page.add(_harness_table(harness_rows(h)))
-    rest = [n for n in results if n not in (h.get("tasks") or [])]
+    rest = [n for n in results if n not in _harness_tasks(h)]
     if rest:
         page.add(f"<details><summary>{len(rest)} subtasks and subgroups</summary>"
                  + _harness_table(harness_rows(h, rest)) + "</details>")
 
 
-def _model_key(data: dict[str, Any]) -> tuple[Any, Any]:
+def _model_key(data: dict[str, Any]) -> tuple[str, float | None]:
     """Which model an eval output scored: its folder's identity (or name) and RoPE base."""
     prov = data.get("provenance") if isinstance(data.get("provenance"), dict) else {}
-    return (data.get("model_identity") or data.get("model"), prov.get("rope_theta"))
+    return (str(data.get("model_identity") or data.get("model")), _num(prov.get("rope_theta")))
 
 
 def _harness_comparison(page: _Page, runs: list[RunOutputs],
                         harness: list[tuple[str, StageOutput]]) -> None:
     """The paper's Table 3 view: per evaluated model, its harness scores beside the needle and
     RULER averages of the same model (same folder identity and RoPE base) from any run."""
-    latest: dict[str, dict[tuple[Any, Any], Any]] = {"needle": {}, "ruler": {}}
+    latest: dict[str, dict[tuple[str, float | None], Any]] = {"needle": {}, "ruler": {}}
     for kind, found in latest.items():
         for run in runs:
             for o in run.of(kind):
@@ -456,13 +461,14 @@ def _harness_comparison(page: _Page, runs: list[RunOutputs],
         per_run.append(values)
     page.add("<h3>Harness beside long-context scores (the paper's Table 3 view)</h3>"
              '<p class="meta">One row per harness output; needle and RULER: the average of the '
-             "same model (folder identity and RoPE base) where the reports hold one. Brackets: "
-             "difference to the first row. Runs with --limit are marked: their scores are not "
+             "same model (folder identity and RoPE base) where the reports hold one. In parentheses: "
+             "the difference to the first row. Runs with --limit are marked: their scores are not "
              "comparable.</p>")
     rows = []
     for i, ((name, o), values) in enumerate(zip(harness, per_run, strict=True)):
         key = _model_key(o.data)
-        cells = [esc(name), esc(o.data.get("model")), _base(key[1]) if key[1] else "model's",
+        rope = "model's" if key[1] is None else _base(key[1])
+        cells = [esc(name), esc(o.data.get("model")), rope,
                  fmt(latest["needle"].get(key), 3), fmt(latest["ruler"].get(key), 2)]
         for c in columns:
             v, first = values.get(c), per_run[0].get(c)
