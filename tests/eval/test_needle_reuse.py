@@ -194,8 +194,10 @@ def _same_cells(a: dict, b: dict) -> None:
     assert a["average"] == b["average"]
 
 
-@pytest.mark.parametrize("kind,samples,lengths", [("paper", 1, [256, 512]),
-                                                   ("ruler", 2, [256, 320])])
+@pytest.mark.parametrize("kind,samples,lengths", [
+    ("paper", 1, [256, 512]),
+    pytest.param("ruler", 2, [256, 320], marks=pytest.mark.slow),  # ~40 s on 2 cores
+])
 def test_run_with_reuse_equals_per_cell_prefill(tmp_path: Path, kind, samples, lengths):
     grid = dict(lengths=lengths, depths=[0, 50, 100], needle=kind, samples=samples)
     ref, ref_manifest = _run(tmp_path / "ref", False, **grid)
