@@ -217,7 +217,8 @@ def _pieces_by_doc(out):
     return got
 
 
-@pytest.mark.parametrize("strategy,tokens", [("per_source", "30K"), ("global", "30K")])
+@pytest.mark.parametrize("strategy,tokens", [("per_source", "30K"), ("global", "30K"),
+                                             ("original", "100K")])
 def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_many, tmp_path,
                                                                     tok, strategy, tokens):
     """Lazy rounds tokenize a small part of the files read, yet choose exactly what
@@ -226,6 +227,7 @@ def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_ma
     from longctx.mix.sampling import doc_draws
 
     m = build(gen_corpus_many, tmp_path / "o", tokens=tokens, strategy=strategy, min_files=1)
+    keep = m["keep_probability"]
     files = [f["path"] for f in m["files"]]
     groups: dict = {}
     for fi, f in enumerate(m["files"]):
@@ -235,12 +237,12 @@ def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_ma
             rec = json.loads(raw)
             u, prio = doc_draws(1, f"{files[fi]}:{line}")
             n = len(tok.encode_documents([rec["text"]])[0])
-            if n >= 512 or u < 0.1:
-                key = rec["meta"]["redpajama_set_name"] if strategy == "per_source" else "*"
+            if n >= 512 or u < keep:
+                key = rec["meta"]["redpajama_set_name"] if strategy != "global" else "*"
                 groups.setdefault(key, []).append((prio, fi, line, n))
     expected: dict = {}
     budgets = ({d: v["target_tokens"] for d, v in m["domains"].items()}
-               if strategy == "per_source" else {"*": m["tokens_total"]})
+               if strategy != "global" else {"*": m["tokens_total"]})
     for key, docs in groups.items():
         left = budgets[key]
         for _, fi, line, n in sorted(docs):
