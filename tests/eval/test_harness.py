@@ -62,6 +62,16 @@ metric_list:
     higher_is_better: false
 """
 
+# MMLU's shape: a group whose score aggregates its subtasks'.
+GROUP = """group: tiny_group
+task:
+  - tiny_mc
+  - tiny_mc_again
+aggregate_metric_list:
+  - metric: acc
+    weight_by_size: true
+"""
+
 
 @pytest.fixture
 def needs_lm_eval():
@@ -99,6 +109,9 @@ def write_tasks(folder: Path, cache: Path) -> Path:
     data.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
     (folder / "tiny_mc.yaml").write_text(MC_TASK.format(data=data, cache=cache))
     (folder / "tiny_ll.yaml").write_text(LL_TASK.format(data=data, cache=cache))
+    (folder / "tiny_mc_again.yaml").write_text(
+        MC_TASK.format(data=data, cache=cache).replace("task: tiny_mc", "task: tiny_mc_again"))
+    (folder / "tiny_group.yaml").write_text(GROUP)
     return folder
 
 
@@ -306,3 +319,27 @@ def test_report_escapes_and_survives_odd_harness_json(tmp_path):
     [view] = [t for t in page.tables if "Table 3" in t.heading]
     assert view.texts()[0][5] == f"{HOSTILE} acc"  # escaped in the page, text when parsed
     assert [r[5] for r in view.texts()[1:]] == ["0.5000", "–"]
+
+
+def test_a_group_and_its_subtasks(needs_lm_eval, tmp_path, tiny_model, task_dir):
+    from longctx.cli import main
+    from longctx.report.collect import collect
+    from longctx.report.html import render_report
+
+    from ..report.htmlparse import parse
+
+    out = tmp_path / "run" / "harness"
+    main(["eval", "harness", "--model", str(tiny_model), "--tasks", "tiny_group",
+          "--include-path", str(task_dir), "--device", "cpu", "--out", str(out)])
+    h = json.loads((out / "harness.json").read_text())
+    group, a, b = (h["results"][n] for n in ("tiny_group", "tiny_mc", "tiny_mc_again"))
+    assert group["kind"] == "group" and group["subtasks"] == ["tiny_mc", "tiny_mc_again"]
+    assert a["kind"] == b["kind"] == "task"
+    assert group["documents"] == {"effective": 8}
+    # the same documents twice: the group's mean equals each subtask's
+    assert group["metrics"]["acc,none"]["value"] == pytest.approx(a["metrics"]["acc,none"]["value"])
+    assert json.loads((out / "manifest.json").read_text())["counts"] == {"tasks": 2, "groups": 1}
+    page = parse(render_report(collect([tmp_path / "run"]))[0])
+    top, subs = [t.texts() for t in page.tables if t.heading.startswith("lm-evaluation-harness")]
+    assert [r[0] for r in top[1:]] == ["tiny_group"]
+    assert [r[0] for r in subs[1:]] == ["tiny_mc", "tiny_mc_again"]

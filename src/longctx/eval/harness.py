@@ -186,7 +186,7 @@ def harness_result(cfg: HarnessConfig, raw: dict[str, Any], seconds: float) -> d
             "alias": str(values.get("alias", name)).strip(" -"),
             "metrics": metrics_of(values, better.get(name) or {}),
             "num_fewshot": n_shot.get(name),
-            "documents": samples.get(name),
+            "documents": samples.get(name) or _group_documents(values),
             "version": (raw.get("versions") or {}).get(name),
             **({"subtasks": list(subtasks[name])} if subtasks.get(name) else {}),
             **({"config_sha256": _json_sha256(configs[name])} if name in configs else {}),
@@ -256,6 +256,12 @@ def local_data_files(configs: dict[str, Any]) -> dict[str, str]:
                 if isinstance(name, str) and Path(name).is_file():
                     found[name] = sha256_file(name)
     return dict(sorted(found.items()))
+
+
+def _group_documents(values: dict[str, Any]) -> dict[str, int] | None:
+    """A group's documents: lm-eval counts them over its subtasks as ``sample_len``."""
+    n = values.get("sample_len")
+    return {"effective": n} if isinstance(n, int) else None
 
 
 def _number(x: Any) -> float | None:
