@@ -343,3 +343,15 @@ def test_a_group_and_its_subtasks(needs_lm_eval, tmp_path, tiny_model, task_dir)
     top, subs = [t.texts() for t in page.tables if t.heading.startswith("lm-evaluation-harness")]
     assert [r[0] for r in top[1:]] == ["tiny_group"]
     assert [r[0] for r in subs[1:]] == ["tiny_mc", "tiny_mc_again"]
+
+
+@pytest.mark.slow  # indexes lm-eval's ~15K built-in task files (20-50 s on the shared 2 cores)
+def test_unknown_task_is_one_line_before_out_is_claimed(needs_lm_eval, tmp_path, tiny_model,
+                                                        task_dir, capsys):
+    out = tmp_path / "out"
+    args = harness_args(tiny_model, task_dir, out)
+    args[args.index("--tasks") + 1] = "tiny_mc,no_such_task"
+    code, _, err = run_main(args, capsys)
+    line = assert_one_line_error(code, err, "no_such_task",
+                                 str(task_dir), "lm-eval ls tasks")
+    assert "tiny_mc," not in line and not out.exists()

@@ -122,20 +122,22 @@ def run_harness(
     from longctx.models import check_model_dir, resolve_model_dir
     from longctx.stage import claimed_stage
 
+    t0 = time.perf_counter()
     check_model_dir(resolve_model_dir(cfg.model))  # refused here, before lm-eval sees it
     lm_eval = import_lm_eval()
+    manager = task_manager(lm_eval, cfg)  # an unknown task is refused before --out is claimed
     with claimed_stage(out_dir, STAGE, harness_run_hash(cfg), force=force,
                        inputs=[cfg.include_path, cfg.model]):
-        return _run_harness(lm_eval, cfg, Path(out_dir))
+        return _run_harness(lm_eval, manager, cfg, Path(out_dir), t0)
 
 
-def _run_harness(lm_eval: Any, cfg: HarnessConfig, out: Path) -> dict[str, Any]:
+def _run_harness(
+    lm_eval: Any, manager: Any, cfg: HarnessConfig, out: Path, t0: float
+) -> dict[str, Any]:
     from lm_eval.models.huggingface import HFLM
 
     from longctx.data.tokenizer import load_tokenizer
 
-    t0 = time.perf_counter()
-    manager = task_manager(lm_eval, cfg)
     model, folder = load_eval_model(cfg.model, rope_theta=cfg.rope_theta,
                                     max_length=cfg.max_length or 0, dtype=cfg.dtype,
                                     device=cfg.device)
