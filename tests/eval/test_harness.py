@@ -355,3 +355,20 @@ def test_unknown_task_is_one_line_before_out_is_claimed(needs_lm_eval, tmp_path,
     line = assert_one_line_error(code, err, "no_such_task",
                                  str(task_dir), "lm-eval ls tasks")
     assert "tiny_mc," not in line and not out.exists()
+
+
+def test_scores_equal_lm_evals_own_loading(needs_lm_eval, full_run, tiny_model, task_dir):
+    """Handing lm-eval longctx's model instance scores what lm-eval's own loading of the same
+    folder scores, so the numbers compare with lm-eval's published ones."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    raw = lm_eval.simple_evaluate(
+        model="hf", model_args={"pretrained": str(tiny_model), "device": "cpu",
+                                "dtype": "float32", "trust_remote_code": False},
+        tasks=["tiny_mc", "tiny_ll"], log_samples=False,
+        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False))
+    ours = json.loads((full_run / "harness.json").read_text())["results"]
+    assert ours["tiny_mc"]["metrics"]["acc,none"]["value"] == raw["results"]["tiny_mc"]["acc,none"]
+    assert ours["tiny_ll"]["metrics"]["perplexity,none"]["value"] == pytest.approx(
+        raw["results"]["tiny_ll"]["perplexity,none"], rel=1e-6)
