@@ -92,7 +92,7 @@ def import_lm_eval() -> Any:
     return lm_eval
 
 
-def task_manager(lm_eval: Any, cfg: HarnessConfig) -> Any:
+def task_manager(cfg: HarnessConfig) -> Any:
     """lm-eval's task index: ``include_path`` alone when it defines every requested name."""
     from lm_eval.tasks import TaskManager
 
@@ -125,7 +125,7 @@ def run_harness(
     t0 = time.perf_counter()
     check_model_dir(resolve_model_dir(cfg.model))  # refused here, before lm-eval sees it
     lm_eval = import_lm_eval()
-    manager = task_manager(lm_eval, cfg)  # an unknown task is refused before --out is claimed
+    manager = task_manager(cfg)  # an unknown task is refused before --out is claimed
     with claimed_stage(out_dir, STAGE, harness_run_hash(cfg), force=force,
                        inputs=[cfg.include_path, cfg.model]):
         return _run_harness(lm_eval, manager, cfg, Path(out_dir), t0)
