@@ -57,6 +57,7 @@ FLOAT_RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
 
 
 _R, _M, _O, _T = "RoPE", "Memory / distributed", "Optimization", "Tiny model (--model tiny)"
+_E = "Evaluation during training"
 
 
 @dataclass
@@ -109,9 +110,32 @@ class TrainConfig:
     gpu_memory_gb: float | None = opt(None, "Memory per GPU for the preflight check.",
                                       panel=_M, show="the device's")
     preflight: bool = opt(True, "Refuse configs estimated not to fit.", panel=_M)
-    eval_data: str | None = opt(None, "Held-out packed folder for periodic eval loss.")
-    eval_every: int = opt(0, "Eval every K steps (and at the end).")
-    eval_rows: int = opt(4, "Held-out rows per evaluation.")
+    eval_data: str | None = opt(None, "Held-out packed folder for periodic eval loss.",
+                                panel=_E, show="DATA/heldout when the build has one")
+    eval_every: int = opt(0, "Evaluate the current weights every K steps (and at the end): "
+                          "held-out loss by position bucket and a small needle grid, logged "
+                          "in metrics.jsonl (0 = off).", panel=_E)
+    eval_rows: int = opt(4, "Held-out rows per evaluation.", panel=_E)
+    eval_buckets: list[str] = opt(factory=list, help="Position buckets LO-HI of the held-out "
+                                  "loss (as `eval loss --buckets`).", panel=_E,
+                                  show="quarters of seq_len: 0-S/4,S/4-S/2,S/2-S")
+    eval_attention: str = opt("doc", "Held-out loss positions (as `eval loss --attention`): "
+                              "doc | row.", panel=_E)
+    eval_key_tokens: bool = opt(False, "Also the loss on key tokens (as `eval loss "
+                                "--key-tokens`, marked by the current weights).", panel=_E)
+    eval_key_context: int = opt(4096, "Key tokens: K, tokens of context of the short pass (as "
+                                "`eval loss --key-context`).", panel=_E)
+    eval_key_stride: int = opt(1024, "Key tokens: stride of the short windows (as `eval loss "
+                               "--key-stride`).", panel=_E)
+    eval_needle: str = opt("ruler", "Needle of the grid (as `eval needle --needle`): ruler | "
+                           "paper.", panel=_E)
+    eval_needle_lengths: list[int] = opt(factory=lambda: [0], help="Needle prompt lengths in "
+                                         "tokens, 0 = seq_len; empty ('') = no needle grid.",
+                                         panel=_E)
+    eval_needle_depths: list[int] = opt(factory=lambda: [0, 50, 100], help="Needle depths in "
+                                        "percent (0..100).", panel=_E)
+    eval_haystack: str = opt("", "Needle haystack (as `eval needle --haystack`).", panel=_E,
+                             show="the Python reference manual")
     tensorboard: bool = opt(False, "Also log to OUT/tensorboard (needs tensorboard).")
     export_dtype: str = opt("fp32", "Dtype of OUT/final: fp32 | bf16 (float32 and bfloat16 "
                             "are read as these).")
@@ -148,6 +172,18 @@ class TrainConfig:
         if self.steps:
             return self.steps
         return -(-parse_count(self.tokens, name="tokens") // self.resolved_batch_tokens())
+
+    def resolved_eval_buckets(self) -> list[str]:
+        """``eval_buckets`` or, when empty, the quarters 0-S/4, S/4-S/2, S/2-S of seq_len."""
+        if self.eval_buckets:
+            return list(self.eval_buckets)
+        s = self.resolved_seq_len()
+        cuts = sorted({0, s // 4, s // 2, s})
+        return [f"{a}-{b}" for a, b in zip(cuts[:-1], cuts[1:], strict=False)]
+
+    def resolved_needle_lengths(self) -> list[int]:
+        """Needle lengths with 0 read as seq_len (sorted, no repeats)."""
+        return sorted({n or self.resolved_seq_len() for n in self.eval_needle_lengths})
 
     def resume_view(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -211,6 +247,7 @@ class TrainConfig:
         for key in ("warmup_steps", "save_every", "eval_every", "ce_chunk"):
             if getattr(self, key) < 0:
                 raise bad(key, "must be >= 0")
+        self._validate_eval()
         if self.rope_original_max_positions is not None and not (
             0 < self.rope_original_max_positions <= MAX_SEQ_LEN
         ):
@@ -242,6 +279,36 @@ class TrainConfig:
                 f"heads and heads by kv heads (got {self.tiny_hidden}/{self.tiny_heads}/"
                 f"{self.tiny_kv_heads})"
             )
+
+    def _validate_eval(self) -> None:
+        """The evaluation-during-training keys, with the meaning `eval loss`/`eval needle` give them."""
+        from longctx.eval.generate import EvalError
+        from longctx.eval.loss import parse_buckets
+
+        if self.eval_attention not in ("doc", "row"):
+            raise ConfigError(f"config key 'eval_attention': must be doc or row "
+                              f"(got {self.eval_attention!r})")
+        if self.eval_needle not in ("paper", "ruler"):
+            raise ConfigError(f"config key 'eval_needle': must be ruler or paper "
+                              f"(got {self.eval_needle!r})")
+        if self.eval_buckets:
+            try:
+                parse_buckets(self.eval_buckets)
+            except EvalError as e:
+                raise ConfigError(f"config key 'eval_buckets': {e}") from None
+        if any(not 0 <= n <= MAX_SEQ_LEN for n in self.eval_needle_lengths):
+            raise ConfigError(f"config key 'eval_needle_lengths': lengths must be in "
+                              f"[0, {MAX_SEQ_LEN}] (0 = seq_len) (got {self.eval_needle_lengths!r})")
+        if self.eval_needle_lengths and (
+                not self.eval_needle_depths
+                or any(not 0 <= x <= 100 for x in self.eval_needle_depths)):
+            raise ConfigError(f"config key 'eval_needle_depths': need percentages in 0..100 "
+                              f"(got {self.eval_needle_depths!r})")
+        if self.eval_key_context <= 0 or self.eval_key_stride <= 0:
+            raise ConfigError(f"config keys 'eval_key_context'/'eval_key_stride': must be "
+                              f"positive (got {self.eval_key_context}/{self.eval_key_stride})")
+        if self.eval_haystack and not Path(self.eval_haystack).exists():
+            raise ConfigError(f"config key 'eval_haystack': not found: {self.eval_haystack!r}")
 
     def _validate_paths(self) -> None:
         """``out`` may not be an input, nor inside or around one (checked before any write)."""
@@ -287,6 +354,8 @@ class TrainConfig:
                 f"config key 'batch_tokens': {bt} must be a multiple of seq_len x micro_batch = "
                 f"{seq} x {self.micro_batch}"
             )
+        if self.eval_every and self.eval_data is None:
+            self.eval_data = self._default_eval_data()
         if self.eval_data is not None:
             if not Path(self.eval_data).is_dir():
                 raise ConfigError(
@@ -305,6 +374,18 @@ class TrainConfig:
 
             check_model_dir(resolve_model_dir(self.model))
         self.check_tokenizer()
+
+    def _default_eval_data(self) -> str:
+        """The data build's held-out split (``DATA/heldout``), which --eval-every needs."""
+        from longctx.eval.loss import resolve_split
+
+        folder, split = resolve_split(self.data)
+        if split != "heldout":
+            raise ConfigError(
+                f"config key 'eval_every': {self.eval_every} needs held-out rows: {self.data!r} "
+                f"has no held-out split (build it with --eval-tokens) and --eval-data is not set"
+            )
+        return str(folder)
 
     def check_tokenizer(self) -> None:
         """Refuse a model whose tokenizer differs from the one the data was packed with."""

@@ -12,8 +12,9 @@ One function, :func:`train`, read in order:
 5. for each step: gradient accumulation over this rank's micro-batches, clip, and a
    non-finite loss or gradient check *before* the optimizer step (a divergence stops with a
    checkpoint of the last finite state, status ``failed`` and a one-line error), step, log
-6. checkpoints every ``save_every`` steps and on SIGTERM/SIGINT; held-out loss every
-   ``eval_every`` steps
+6. checkpoints every ``save_every`` steps and on SIGTERM/SIGINT; every ``eval_every`` steps
+   (and at the last step) the held-out loss, and the evaluation of ``evaluate.py`` (loss by
+   position bucket, a needle grid) in the step's ``eval`` field of ``metrics.jsonl``
 7. final checkpoint, HF export in ``OUT/final/``, ``OUT/manifest.json``
 """
 
@@ -44,6 +45,7 @@ from longctx.stage import (
 from longctx.train import checkpoint as ckpt
 from longctx.train import distributed as distrib
 from longctx.train.config import EVAL_STAGES, TrainConfig
+from longctx.train.evaluate import TrainingEval, describe_cost
 from longctx.train.loader import GlobalSampler, TrainRows, micro_batches
 from longctx.train.memory import estimate, gpu_memory_bytes, preflight
 from longctx.train.model import CausalLMWithLoss, build_model, count_parameters
@@ -251,6 +253,8 @@ def _run(cfg: TrainConfig, out: Path, cfg_hash: str, d: distrib.Dist) -> dict[st
     writer = _tensorboard(out, cfg) if d.is_main else None
     eval_rows = TrainRows(cfg.eval_data, seq_len, cfg.doc_mask, stages=EVAL_STAGES) \
         if cfg.eval_data else None
+    in_training = TrainingEval.build(cfg, tok_dir, seq_len, d.world, d.is_main) \
+        if cfg.eval_data and cfg.eval_every else None
 
     # 5. steps -----------------------------------------------------------------------------
     interrupted = None
@@ -289,16 +293,26 @@ def _run(cfg: TrainConfig, out: Path, cfg_hash: str, d: distrib.Dist) -> dict[st
             sampler.step = step + 1
             tokens_seen += rows_per_step * seq_len
             dt = time.perf_counter() - t0
+            if in_training is not None:
+                in_training.cost.train_s += dt
             last = {"step": step + 1, "loss": loss, "lr": lr, "tokens": tokens_seen,
                     "tokens_per_s": rows_per_step * seq_len / dt, "grad_norm": grad_norm,
                     "seconds": dt}
             if on_gpu:
                 last["gpu_mem_gb"] = torch.cuda.max_memory_allocated(d.device) / 1024**3
-            if eval_rows is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            due = cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == total_steps)
+            t_eval = time.perf_counter()
+            if eval_rows is not None and due:
                 last["eval_loss"] = _finite_or_none(
                     evaluate(wrapper, eval_rows, cfg.eval_rows, d, autocast))
+            if in_training is not None and due:
+                last["eval"] = in_training.run(wrapper, sharded, d.device, autocast)
+                last["eval"]["eval_s"] = time.perf_counter() - t_eval  # eval_loss included
+                in_training.cost.eval_s += last["eval"]["eval_s"]
             if d.is_main:
                 _log(metrics_path, last, total_steps, writer)
+                if "eval" in last:
+                    print(describe_cost(step + 1, last["eval"], in_training.cost), flush=True)
             # 6. checkpoints ---------------------------------------------------------------
             stopping = distrib.all_reduce_sum(1.0 if stop.signum else 0.0, d) > 0
             if (cfg.save_every and (step + 1) % cfg.save_every == 0) or stopping:
@@ -473,6 +487,12 @@ def _log(path: Path, rec: dict[str, Any], total: int, writer: Any) -> None:
         for k in ("loss", "lr", "tokens_per_s", "eval_loss", "grad_norm"):
             if rec.get(k) is not None:
                 writer.add_scalar(f"train/{k}", rec[k], rec["step"])
+        ev = rec.get("eval") or {}
+        for bucket, v in (ev.get("loss_by_bucket") or {}).items():
+            if v is not None:
+                writer.add_scalar(f"eval/loss_{bucket}", v, rec["step"])
+        if ev.get("needle"):
+            writer.add_scalar("eval/needle", ev["needle"]["average"], rec["step"])
 
 
 def _tensorboard(out: Path, cfg: TrainConfig) -> Any:
