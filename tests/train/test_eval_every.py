@@ -114,3 +114,28 @@ def test_bad_eval_settings_are_one_line_errors(packed_dir, eval_dir, tmp_path, k
 def test_eval_every_without_heldout_data_is_refused(packed_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"'eval_every'.*no held-out split"):
         run(packed_dir, tmp_path / "o", steps=2, eval_every=1)
+
+
+@pytest.mark.slow
+def test_eval_data_defaults_to_the_builds_heldout_split(tmp_path, capsys):
+    from longctx.cli import main
+
+    from .test_with_data_build import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus.jsonl", n=90)
+    data, out = tmp_path / "data", tmp_path / "out"
+    for argv in (["data", "build", str(corpus), "--out", str(data), "--seq-len", "128",
+                  "--tokens", "2K", "--long-threshold", "64", "--seed", "0",
+                  "--eval-tokens", "512"],
+                 ["train", "--data", str(data), "--out", str(out), "--model", "tiny",
+                  "--steps", "2", "--seq-len", "64", "--eval-every", "2",
+                  "--eval-needle-lengths", "", "--eval-buckets", "0-32,32-64"]):
+        try:
+            main(argv)
+        except SystemExit as e:
+            assert e.code in (None, 0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["eval_data"] == str(data / "heldout")
+    ev = records(out)[-1]["eval"]
+    assert list(ev["loss_by_bucket"]) == ["0-32", "32-64"] and "needle" not in ev
+    assert "eval at step 2:" in capsys.readouterr().out
