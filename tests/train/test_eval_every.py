@@ -139,3 +139,18 @@ def test_eval_data_defaults_to_the_builds_heldout_split(tmp_path, capsys):
     ev = records(out)[-1]["eval"]
     assert list(ev["loss_by_bucket"]) == ["0-32", "32-64"] and "needle" not in ev
     assert "eval at step 2:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_two_process_fsdp_evaluations_equal_one_process(packed_dir, eval_dir, tmp_path):
+    from .test_train_distributed import FLAGS, longctx
+
+    flags = [*FLAGS, "--data", str(packed_dir), "--steps", "2", "--eval-data", str(eval_dir),
+             "--eval-every", "2", "--eval-rows", "3"]
+    longctx(["train", "--out", str(tmp_path / "one"), *flags])
+    res = longctx(["train", "--out", str(tmp_path / "two"), *flags], nproc=2)
+    assert res.stdout.count("needle grid is skipped with 2 processes") == 1  # rank 0 only
+    one, two = records(tmp_path / "one")[-1]["eval"], records(tmp_path / "two")[-1]["eval"]
+    assert one["tokens_by_bucket"] == two["tokens_by_bucket"]
+    for b, v in one["loss_by_bucket"].items():
+        assert abs(v - two["loss_by_bucket"][b]) < 1e-4
