@@ -154,3 +154,22 @@ def test_two_process_fsdp_evaluations_equal_one_process(packed_dir, eval_dir, tm
     assert one["tokens_by_bucket"] == two["tokens_by_bucket"]
     for b, v in one["loss_by_bucket"].items():
         assert abs(v - two["loss_by_bucket"][b]) < 1e-4
+
+
+def test_report_reads_malformed_evaluations_as_gaps():
+    from longctx.plotting import eval_during_training_figure, png_bytes
+    from longctx.report.collect import eval_records
+
+    metrics = [{"step": 1, "loss": 1.0},
+               {"step": 2, "tokens": 256, "eval": {"loss_by_bucket": {"0-16": "x", "16-32": 2.5},
+                                                    "needle": 5, "eval_s": None}},
+               {"step": 3, "eval": ["not", "a", "dict"]},
+               {"step": 4, "tokens": 512, "eval": {"loss_by_bucket": {"0-16": float("nan")},
+                                                    "key_loss_by_bucket": {"0-16": 3.0},
+                                                    "needle": {"average": 0.5}}}]
+    evals = eval_records(metrics)
+    assert [e["step"] for e in evals] == [2, 4]
+    assert evals[0]["loss_by_bucket"] == {"16-32": 2.5} and evals[0]["needle"] is None
+    assert evals[0]["key_loss_by_bucket"] is None and evals[1]["key_loss_by_bucket"] == {"0-16": 3.0}
+    assert evals[1]["loss_by_bucket"] == {} and evals[1]["needle"] == 0.5
+    assert png_bytes(eval_during_training_figure(evals)).startswith(b"\x89PNG")
