@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+HARNESS := $(VENV)/.harness
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -20,16 +21,22 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# lm-evaluation-harness (extra `harness`, ~360 MB) for `longctx eval harness` and its tests;
+# the demo does not need it.
+$(HARNESS): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[harness]'
+	touch $(HARNESS)
+
 demo: install
 	$(BIN)/longctx demo --out runs/demo
 
 demo-quick: install
 	$(BIN)/longctx demo --quick --out runs/demo-quick
 
-test: install
+test: install $(HARNESS)
 	$(BIN)/pytest -q -m "not gpu"
 
-test-fast: install
+test-fast: install $(HARNESS)
 	$(BIN)/pytest -q -m "not gpu and not slow"
 
 lint: install
