@@ -10,10 +10,8 @@ import pytest
 
 from longctx.data.readers import iter_documents
 from longctx.data.stats import (
-    LENGTH_BIN_EDGES,
     StatsConfig,
     compute_stats,
-    length_bin_shares,
     length_percentiles,
     long_token_fraction,
     run_stats,
@@ -50,11 +48,6 @@ def test_pure_helpers_against_numpy_and_hand_values():
     a = np.asarray([10, 100, 5000, 8000, 4096])
     assert long_token_fraction(a, 4096) == pytest.approx((5000 + 8000 + 4096) / 17206)
     assert long_token_fraction(a, 4097) == pytest.approx(13000 / 17206)
-    shares = length_bin_shares(a)
-    assert sum(shares) == pytest.approx(1.0)
-    # 10 and 100 in [0, 512); 4096 and 5000 in [4096, 8192); 8000 too.
-    assert shares[0] == pytest.approx(110 / 17206)
-    assert shares[LENGTH_BIN_EDGES.index(4096)] == pytest.approx((4096 + 5000 + 8000) / 17206)
 
 
 def test_stats_json_on_known_lengths(tmp_path, word_tokenizer_dir):

@@ -98,16 +98,6 @@ def length_bin(lengths: np.ndarray, edges: tuple[int, ...] = LENGTH_BIN_EDGES) -
     return np.searchsorted(np.asarray(edges[1:]), lengths, side="right")
 
 
-def length_bin_shares(lengths: np.ndarray, edges: tuple[int, ...] = LENGTH_BIN_EDGES) -> list[float]:
-    """Share of tokens in documents whose length falls in each bin [edge_i, edge_i+1)."""
-    total = lengths.sum()
-    if not total:
-        return [0.0] * len(edges)
-    bins = length_bin(lengths, edges)
-    sums = np.bincount(bins, weights=lengths, minlength=len(edges))
-    return [float(x) for x in sums / total]
-
-
 def _exact_domains(scan: LengthScan, threshold: int) -> list[dict[str, Any]]:
     """Every domain's exact statistics at once (bincounts and one sort, not one pass per
     domain: a corpus may have 30,000 domains), in ``scan.domains`` order."""

@@ -34,7 +34,6 @@ from longctx.errors import LongctxError
 from longctx.stage import MANIFEST, read_manifest, verified_file
 
 FORMAT_VERSION = 1
-SHARD_GLOB = "*.arrow"
 
 
 class ShardError(LongctxError):

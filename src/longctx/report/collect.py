@@ -51,8 +51,6 @@ class RunOutputs:
         return sorted((o for o in self.outputs if o.kind == kind), key=lambda o: o.order)
 
 
-KINDS = ("stats", "build", "train", "needle", "ruler", "loss", "bookqa", "harness")
-
 # stage name in the JSON -> (kind, the stage's own PNG file name)
 _STAGE_FILES = {
     "stats.json": ("data.stats", "stats", "stats.png"),
