@@ -33,4 +33,5 @@ def add_stage_commands(app: typer.Typer) -> None:
                   help="Corpus readers, statistics, mixtures, packed shards, exports.")
     app.command("train")(train_command)
     app.add_typer(eval_app, name="eval",
-                  help="Needle-in-a-haystack, loss by position and domain, BookQA.")
+                  help="Needle-in-a-haystack, RULER, loss by position and domain, BookQA, "
+                  "lm-evaluation-harness.")

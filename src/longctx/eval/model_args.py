@@ -1,6 +1,6 @@
 """The model block every eval config shares: which model, its RoPE base, dtype and device.
 
-``NeedleConfig``, ``LossConfig`` and ``BookQAConfig`` inherit these fields (flat config keys
+Every eval config (needle, RULER, loss, BookQA, harness) inherits these fields (flat config keys
 ``model``, ``rope_theta``, ``dtype``, ``device``), so the flags and their help are declared
 once; ``longctx eval ... --help`` shows them in a "Model" section.
 """
