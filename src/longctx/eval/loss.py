@@ -29,6 +29,7 @@ the evaluated model or by ``--key-model``. Off by default: it costs about
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,8 @@ import numpy as np
 
 from longctx.cliopts import opt
 from longctx.config import to_dict
+from longctx.eval.distributed import PartialLog, Ranks, claimed_by_main, merged_result
+from longctx.eval.distributed import current as current_ranks
 from longctx.eval.generate import EvalError, load_eval_model
 from longctx.eval.keytokens import KeyTokenRule, mark_key_tokens, short_context_losses
 from longctx.eval.model_args import EvalModelArgs
@@ -291,29 +294,73 @@ def loss_run_hash(cfg: LossConfig) -> str:
     return run_hash(cfg, inputs=("model", "data", "key_model"))
 
 
+def row_hash(cfg: LossConfig) -> str:
+    """What one row's record depends on: the run hash of every setting but ``max_rows``."""
+    return loss_run_hash(dataclasses.replace(cfg, max_rows=None))
+
+
 def run_loss(
     cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = None, force: bool = False
 ) -> dict:
-    """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run."""
-    from longctx.stage import claimed_stage
+    """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run; under
+    torchrun the rows are shared over the ranks (:mod:`longctx.eval.distributed`)."""
+    ranks = current_ranks()
+    with claimed_by_main(ranks, out_dir, "eval.loss", loss_run_hash(cfg), force=force,
+                         inputs=[cfg.data, cfg.model] + ([cfg.key_model] if cfg.key_model
+                                                         else [])):
+        return _run_loss(cfg, Path(out_dir), ranks, progress=progress)
 
-    with claimed_stage(out_dir, "eval.loss", loss_run_hash(cfg), force=force,
-                       inputs=[cfg.data, cfg.model] + ([cfg.key_model] if cfg.key_model else [])):
-        return _run_loss(cfg, out_dir, progress=progress)
+
+def row_record(
+    i: int, row: Any, cfg: LossConfig, score: Scorer, nd: int,
+    buckets: list[tuple[str, int, int]], edges: np.ndarray, key_tokens: bool,
+) -> dict[str, Any]:
+    """One row's sums, by domain and by document (piece), as a JSON object: the aggregates
+    are computed from these records alone, so any split of the rows gives the same JSON."""
+    npos = len(edges) - 1
+    loss, pos, dom, piece, key = row_targets(row, cfg.attention, score)
+    if dom.size and (dom.max() >= nd or dom.min() < 0):
+        raise EvalError(f"{cfg.data}: row {i} has a domain index outside domain_vocab")
+    pbin = np.searchsorted(edges, pos, side="right") - 1  # Loss@P: [previous P, P)
+    ids, first, local = np.unique(piece, return_index=True, return_inverse=True)
+    dsum, dcnt = bucket_sums(loss, pos, dom, nd, buckets)
+    bsum, bcnt = bucket_sums(loss, pos, local, len(ids), buckets)
+    ok = pbin < npos
+    psum, pcnt = np.zeros((len(ids), npos)), np.zeros((len(ids), npos))
+    np.add.at(psum, (local[ok], pbin[ok]), loss[ok])
+    np.add.at(pcnt, (local[ok], pbin[ok]), 1)
+    rec = {
+        "row": i,
+        "sums": dsum.tolist(),
+        "counts": dcnt.tolist(),
+        "position_sums": np.bincount(pbin[ok], weights=loss[ok], minlength=npos).tolist(),
+        "position_counts": np.bincount(pbin[ok], minlength=npos).tolist(),
+        "doc_domain": [int(dom[j]) for j in first],
+        "doc_piece": [int(k) for k in ids],
+        "doc_buckets": np.stack([bsum, bcnt], axis=-1).tolist(),
+        "doc_positions": np.stack([psum, pcnt], axis=-1).tolist(),
+    }
+    if key_tokens:
+        rec["doc_key"] = np.stack(bucket_sums(loss[key], pos[key], local[key], len(ids),
+                                              buckets), axis=-1).tolist()
+    return rec
 
 
-def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
-    """Compute loss.json / loss.png / manifest.json; refuses a tokenizer mismatch first."""
+def _run_loss(
+    cfg: LossConfig, out: Path, ranks: Ranks, *, progress: bool | None = None
+) -> dict:
+    """This rank's share of the rows into ``rows.jsonl`` (a rank's partial file under
+    torchrun; finished rows are reused); rank 0 then computes loss.json / loss.png /
+    manifest.json from every row's record. Refuses a tokenizer mismatch first."""
     from longctx.data.tokenizer import load_tokenizer
     from longctx.models import resolve_model_dir
     from longctx.pack.shards import PackedDataset, check_tokenizer_match
-    from longctx.plotting import loss_figure, save_png
     from longctx.progress import progress_bar
 
     t0 = time.perf_counter()
     buckets = parse_buckets(cfg.buckets)
     folder, split = resolve_split(cfg.data)
-    if split == "train":
+    if split == "train" and ranks.is_main:
         print(f"eval loss: {cfg.data} has no held-out split (build it with --eval-tokens); "
               f"measuring on TRAINING rows", file=sys.stderr)
     ds = PackedDataset(folder, stages=("data.build", "data.heldout"))
@@ -322,64 +369,73 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
     rows = select_rows(len(ds), cfg.max_rows)
     if not rows:
         raise EvalError(f"packed data {cfg.data} has no rows")
-    model, _ = load_eval_model(
-        cfg.model,
-        rope_theta=cfg.rope_theta,
-        max_length=ds.seq_len,
-        dtype=cfg.dtype,
-        device=cfg.device,
-    )
+    rhash = row_hash(cfg)
+    log = PartialLog(out, "rows", ranks)
+    done = _rows_done(log, rhash)
+    ranks.barrier()  # every rank has read the finished rows before any rank appends
+    todo = [i for i in rows if i not in done]
+    mine = ranks.share(todo)
     rule = cfg.key_rule() if cfg.key_tokens else None
-    key_model = None
-    if cfg.key_tokens and cfg.key_model:
-        key_tok = load_tokenizer(resolve_model_dir(cfg.key_model))
-        check_tokenizer_match(ds.tokenizer_sha256, key_tok.fingerprint, data_dir=cfg.data,
-                              model=cfg.key_model)
-        key_model, _ = load_eval_model(cfg.key_model, rope_theta=None, max_length=ds.seq_len,
-                                       dtype=cfg.dtype, device=cfg.device)
-    score = sequence_scorer(model, cfg.logits_chunk, rule, key_model)
-    vocab = ds.domain_vocab
+    if mine:
+        device = ranks.device(cfg.device)
+        model, _ = load_eval_model(cfg.model, rope_theta=cfg.rope_theta,
+                                   max_length=ds.seq_len, dtype=cfg.dtype, device=device)
+        key_model = None
+        if cfg.key_tokens and cfg.key_model:
+            key_tok = load_tokenizer(resolve_model_dir(cfg.key_model))
+            check_tokenizer_match(ds.tokenizer_sha256, key_tok.fingerprint, data_dir=cfg.data,
+                                  model=cfg.key_model)
+            key_model, _ = load_eval_model(cfg.key_model, rope_theta=None,
+                                           max_length=ds.seq_len, dtype=cfg.dtype,
+                                           device=device)
+        score = sequence_scorer(model, cfg.logits_chunk, rule, key_model)
     positions = sorted(set(int(p) for p in cfg.positions))
     edges = np.asarray([0] + positions, dtype=np.int64)
+    nd = len(ds.domain_vocab)
+    with progress_bar(progress if ranks.is_main else False, transient=True) as bar, \
+            log.sink() as write:
+        task = bar.add_task("eval loss", total=len(mine))
+        for i in mine:
+            rec = row_record(i, ds.row(i), cfg, score, nd, buckets, edges, rule is not None)
+            write(rec | {"row_hash": rhash})
+            bar.advance(task)
+
+    def write_outputs() -> dict:
+        records = _rows_done(log, rhash)
+        return _write_loss(cfg, out, ranks, t0, [records[i] for i in rows], ds, folder, split,
+                           tok, buckets, positions, rule, computed=len(todo))
+
+    return merged_result(ranks, log, write_outputs, out / "loss.json")
+
+
+def _rows_done(log: PartialLog, rhash: str) -> dict[int, dict[str, Any]]:
+    return {int(r["row"]): r for r in log.records() if r.get("row_hash") == rhash}
+
+
+def _write_loss(
+    cfg: LossConfig, out: Path, ranks: Ranks, t0: float, records: list[dict[str, Any]],
+    ds: Any, folder: Path, split: str, tok: Any, buckets: list[tuple[str, int, int]],
+    positions: list[int], rule: KeyTokenRule | None, computed: int,
+) -> dict:
+    """loss.json, loss.png and manifest.json from the rows' records, summed in row order."""
+    from longctx.plotting import loss_figure, save_png
+
+    rows = [int(r["row"]) for r in records]
+    vocab = ds.domain_vocab
     nd, nb, npos = len(vocab), len(buckets), len(positions)
     sums, counts = np.zeros((nd, nb)), np.zeros((nd, nb), dtype=np.int64)
     psums, pcounts = np.zeros(npos), np.zeros(npos, dtype=np.int64)
+    for r in records:
+        sums += np.asarray(r["sums"], dtype=np.float64).reshape(nd, nb)
+        counts += np.asarray(r["counts"], dtype=np.int64).reshape(nd, nb)
+        psums += np.asarray(r["position_sums"], dtype=np.float64)
+        pcounts += np.asarray(r["position_counts"], dtype=np.int64)
     # per document (piece): domain, bucket sums/counts, Loss@P sums/counts (for intervals)
-    doc_dom: list[int] = []
-    doc_id: list[str] = []  # "row:piece", the same across models evaluated on the same data
-    doc_b: list[np.ndarray] = []
-    doc_p: list[np.ndarray] = []
-    doc_k: list[np.ndarray] = []  # key-token bucket sums/counts per document
-    with progress_bar(progress, transient=True) as bar:
-        task = bar.add_task("eval loss", total=len(rows))
-        for i in rows:
-            loss, pos, dom, piece, key = row_targets(ds.row(i), cfg.attention, score)
-            if dom.size and (dom.max() >= nd or dom.min() < 0):
-                raise EvalError(f"{folder}: row {i} has a domain index outside domain_vocab")
-            pbin = np.searchsorted(edges, pos, side="right") - 1  # Loss@P: [previous P, P)
-            ids, first, local = np.unique(piece, return_index=True, return_inverse=True)
-            dsum, dcnt = bucket_sums(loss, pos, dom, nd, buckets)
-            sums += dsum
-            counts += dcnt
-            bsum, bcnt = bucket_sums(loss, pos, local, len(ids), buckets)
-            ok = pbin < npos
-            psums += np.bincount(pbin[ok], weights=loss[ok], minlength=npos)
-            pcounts += np.bincount(pbin[ok], minlength=npos)
-            psum, pcnt = np.zeros((len(ids), npos)), np.zeros((len(ids), npos))
-            np.add.at(psum, (local[ok], pbin[ok]), loss[ok])
-            np.add.at(pcnt, (local[ok], pbin[ok]), 1)
-            doc_dom.extend(int(dom[j]) for j in first)
-            doc_id.extend(f"{i}:{int(k)}" for k in ids)
-            doc_b.append(np.stack([bsum, bcnt], axis=-1))
-            doc_p.append(np.stack([psum, pcnt], axis=-1))
-            if rule is not None:
-                doc_k.append(np.stack(bucket_sums(loss[key], pos[key], local[key], len(ids),
-                                                  buckets), axis=-1))
-            bar.advance(task)
-
+    doc_dom = [d for r in records for d in r["doc_domain"]]
+    doc_id = [f"{r['row']}:{k}" for r in records for k in r["doc_piece"]]  # same across models
     ddom = np.asarray(doc_dom, dtype=np.int64)
-    db = np.concatenate(doc_b) if doc_b else np.zeros((0, nb, 2))
-    dp = np.concatenate(doc_p) if doc_p else np.zeros((0, npos, 2))
+    db = _doc_block(records, "doc_buckets", nb)
+    dp = _doc_block(records, "doc_positions", npos)
 
     names = [b[0] for b in buckets]
     result = {
@@ -439,14 +495,12 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
         "tokenizer": tok.describe(),
     }
     if rule is not None:
-        kdb = np.concatenate(doc_k) if doc_k else np.zeros((0, nb, 2))
-        result["key_tokens"] = key_token_summary(kdb, ddom, vocab, names, rule,
-                                                 cfg.key_model or cfg.model)
-    counted = {"rows": len(rows), "tokens_scored": int(counts.sum())}
+        result["key_tokens"] = key_token_summary(_doc_block(records, "doc_key", nb), ddom,
+                                                 vocab, names, rule, cfg.key_model or cfg.model)
+    counted = {"rows": len(rows), "tokens_scored": int(counts.sum()),
+               "computed_now": computed, "reused": len(rows) - computed}
     if rule is not None:
         counted["key_tokens"] = result["key_tokens"]["tokens"]["key"]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "loss.json", result)
     save_png(loss_figure(result), out / "loss.png")
     write_manifest(
@@ -459,6 +513,7 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
             "counts": counted,
             "input": {"data": str(cfg.data), "read": str(folder), "split": split,
                       "data_tokenizer_sha256": ds.tokenizer_sha256},
+            "world_size": ranks.world,
             "checksums": {
                 "loss.json": sha256_file(out / "loss.json"),
                 "loss.png": sha256_file(out / "loss.png"),
@@ -467,3 +522,9 @@ def _run_loss(cfg: LossConfig, out_dir: str | Path, *, progress: bool | None = N
         },
     )
     return result
+
+
+def _doc_block(records: list[dict[str, Any]], key: str, width: int) -> np.ndarray:
+    """The rows' per-document [documents, width, (sum, count)] blocks, stacked in row order."""
+    parts = [np.asarray(r[key], dtype=np.float64).reshape(-1, width, 2) for r in records]
+    return np.concatenate(parts) if parts else np.zeros((0, width, 2))

@@ -14,7 +14,9 @@ re-tokenizing the joined text would give (by a token or so); the model sees exac
 ids we count.
 
 Cells are appended to ``cells.jsonl`` as they finish and skipped on rerun, so a long grid
-can be interrupted and resumed.
+can be interrupted and resumed. Under torchrun each rank runs a contiguous block of the
+shared-prefix order (below) into its own partial file and rank 0 writes the outputs
+(:mod:`longctx.eval.distributed`).
 
 **Shared prefixes.** Every prompt of a run is ``pre + ctx[:b] + needle + ctx[b:n] + suffix``
 over the same ``ctx``, so two prompts agree up to the shallower insertion point, and further
@@ -30,7 +32,6 @@ round differently: at most 5e-5 in SmolLM2-135M's fp32 logits, measured on CPU);
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
@@ -44,6 +45,8 @@ import numpy as np
 from longctx.cliopts import opt
 from longctx.config import to_dict
 from longctx.eval import scorers
+from longctx.eval.distributed import PartialLog, Ranks, claimed_by_main, merged_result
+from longctx.eval.distributed import current as current_ranks
 from longctx.eval.generate import (
     EvalError,
     PromptCache,
@@ -365,18 +368,9 @@ def cell_key(length: int, depth: int) -> str:
     return f"{length}:{depth}"
 
 
-def _read_done(path: Path, chash: str) -> dict[str, dict[str, Any]]:
-    done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a line cut by an interrupted write
-        if rec.get("cell_hash") == chash:
-            done[cell_key(rec["length"], rec["depth"])] = rec
-    return done
+def _read_done(log: PartialLog, chash: str) -> dict[str, dict[str, Any]]:
+    return {cell_key(r["length"], r["depth"]): r for r in log.records()
+            if r.get("cell_hash") == chash}
 
 
 def _cell_settings(cfg: NeedleConfig, hay: Haystack) -> dict[str, Any]:
@@ -400,19 +394,21 @@ def _cell_settings(cfg: NeedleConfig, hay: Haystack) -> dict[str, Any]:
 def run_needle(
     cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None = None, force: bool = False
 ) -> dict:
-    """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run."""
-    from longctx.stage import claimed_stage
+    """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run; under
+    torchrun the cells are shared over the ranks (:mod:`longctx.eval.distributed`)."""
+    ranks = current_ranks()
+    with claimed_by_main(ranks, out_dir, "eval.needle", run_hash(cfg), force=force,
+                         inputs=[cfg.haystack, cfg.model]):
+        return _run_needle(cfg, out_dir, ranks, progress=progress)
 
-    with claimed_stage(out_dir, "eval.needle", run_hash(cfg), force=force,
-                       inputs=[cfg.haystack, cfg.model]):
-        return _run_needle(cfg, out_dir, progress=progress)
 
-
-def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None = None) -> dict:
-    """Evaluate the grid, write ``needle.json``, ``needle.png``, ``manifest.json``; return the
-    needle.json content. Finished cells in ``cells.jsonl`` are reused."""
+def _run_needle(
+    cfg: NeedleConfig, out_dir: str | Path, ranks: Ranks, *, progress: bool | None = None
+) -> dict:
+    """Evaluate this rank's share of the grid; rank 0 then writes ``needle.json``,
+    ``needle.png``, ``manifest.json`` and every rank returns the needle.json content.
+    Finished cells in ``cells.jsonl`` (and the ranks' partial files) are reused."""
     from longctx.data.tokenizer import load_tokenizer
-    from longctx.plotting import needle_figure, save_png
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -424,41 +420,57 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
         else raw
     )
     chash = config_hash(_cell_settings(cfg, hay))
-    cells_path = out / "cells.jsonl"
-    done = _read_done(cells_path, chash)
+    log = PartialLog(out, "cells", ranks)
+    done = _read_done(log, chash)
+    ranks.barrier()  # every rank has read the finished cells before any rank appends
     grid = [(L, d) for L in cfg.lengths for d in cfg.depths]
     todo = [(L, d) for L, d in grid if cell_key(L, d) not in done]
 
-    model = folder = builder = tok = None
-    if todo:
-        model, folder = load_eval_model(
+    from longctx.models import resolve_model_dir
+
+    folder = resolve_model_dir(cfg.model)
+    tok = load_tokenizer(folder)
+    builder = CellBuilder(tok, hay.text, max(cfg.lengths)) if todo else None
+    prompts = PromptCache() if cfg.prefix_reuse else None
+    order = prefix_order(cfg, builder, todo) if prompts is not None else todo
+    mine = ranks.share(order, weights=[L for L, _ in order])
+    model = None
+    if mine:
+        model, _ = load_eval_model(
             cfg.model,
             rope_theta=cfg.rope_theta,
             max_length=max(cfg.lengths),
             dtype=cfg.dtype,
-            device=cfg.device,
+            device=ranks.device(cfg.device),
         )
-        tok = load_tokenizer(folder)
-        builder = CellBuilder(tok, hay.text, max(cfg.lengths))
-    else:
-        from longctx.models import resolve_model_dir
-
-        folder = resolve_model_dir(cfg.model)
-        tok = load_tokenizer(folder)
 
     from longctx.progress import progress_bar
 
-    prompts = PromptCache() if cfg.prefix_reuse else None
-    order = prefix_order(cfg, builder, todo) if prompts is not None else todo
-    with progress_bar(progress, transient=True) as bar, open(cells_path, "a") as sink:
-        task = bar.add_task(f"needle ({cfg.needle})", total=len(todo))
-        for length, depth in order:
+    with progress_bar(progress if ranks.is_main else False, transient=True) as bar, \
+            log.sink() as write:
+        task = bar.add_task(f"needle ({cfg.needle})", total=len(mine))
+        for length, depth in mine:
             rec = _run_cell(cfg, model, tok, builder, length, depth, prompts)
             rec["cell_hash"] = chash
-            sink.write(json.dumps(rec) + "\n")
-            sink.flush()
-            done[cell_key(length, depth)] = rec
+            write(rec)
             bar.advance(task)
+    from_cache = ranks.total(prompts.reused_tokens if prompts is not None else 0)
+
+    def write_outputs() -> dict:
+        return _write_needle(cfg, out, ranks, t0, raw, hay, chash, tok, folder, builder,
+                             grid, todo, from_cache, _read_done(log, chash))
+
+    return merged_result(ranks, log, write_outputs, out / "needle.json")
+
+
+def _write_needle(
+    cfg: NeedleConfig, out: Path, ranks: Ranks, t0: float, raw: Haystack, hay: Haystack,
+    chash: str, tok: Any, folder: Path, builder: CellBuilder | None,
+    grid: list[tuple[int, int]], todo: list[tuple[int, int]], from_cache: int,
+    done: dict[str, dict[str, Any]],
+) -> dict:
+    """needle.json, needle.png and manifest.json from the finished cells (rank 0)."""
+    from longctx.plotting import needle_figure, save_png
 
     head = cfg.headline_scorer
     cells = []
@@ -525,8 +537,9 @@ def _run_needle(cfg: NeedleConfig, out_dir: str | Path, *, progress: bool | None
             "prefill": {
                 "prefix_reuse": cfg.prefix_reuse,
                 "prompt_tokens": sum(L for L, _ in todo) * cfg.samples,
-                "tokens_from_cache": prompts.reused_tokens if prompts is not None else 0,
+                "tokens_from_cache": from_cache,
             },
+            "world_size": ranks.world,
             "average": average,
             "checksums": {
                 "needle.json": sha256_file(out / "needle.json"),

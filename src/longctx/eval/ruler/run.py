@@ -11,7 +11,9 @@ and, for the noise and needle haystacks, everything before the first needle, so 
 
 Finished cells are appended to ``cells.jsonl``, one whole line each, and skipped on rerun
 when their ``cell_hash`` (everything a cell's result depends on) matches; a line cut by a
-kill is dropped, so an interrupted grid resumes where it stopped. QA tasks whose dataset
+kill is dropped, so an interrupted grid resumes where it stopped. Under torchrun each rank
+runs a contiguous block of the grid into its own partial file and rank 0 writes the outputs
+(:mod:`longctx.eval.distributed`). QA tasks whose dataset
 file was not given are skipped with one message line each and listed in ``ruler.json``.
 """
 
@@ -27,6 +29,8 @@ from typing import Any
 from longctx.cliopts import opt
 from longctx.config import to_dict
 from longctx.eval import scorers
+from longctx.eval.distributed import PartialLog, Ranks, claimed_by_main, merged_result
+from longctx.eval.distributed import current as current_ranks
 from longctx.eval.generate import EvalError, PromptCache, greedy_generate, load_eval_model
 from longctx.eval.haystack import Haystack, load_haystack
 from longctx.eval.model_args import EvalModelArgs
@@ -35,7 +39,6 @@ from longctx.eval.ruler.qa import RulerDataMissing, load_qa, require_dataset
 from longctx.eval.ruler.score import average_over_tasks, sample_scores, score_task
 from longctx.eval.ruler.tasks import DEFAULT_SEED, TASKS, TaskSpec, make_sample
 from longctx.stage import (
-    claimed_stage,
     config_hash,
     path_identity,
     run_hash,
@@ -159,26 +162,12 @@ def cell_hashes(cfg: RulerConfig, hay: Haystack, tasks: Sequence[str]) -> dict[s
 
 
 # ------------------------------------------------------------------------ cells file
-def read_done(path: Path, hashes: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """Finished cells whose hash matches; a trailing line cut by a kill is cut off the file
-    so that the next append starts on a line of its own."""
-    done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return done
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(raw.rfind(b"\n") + 1)
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("cell_hash") and (
-            hashes.get(rec.get("task")) == rec["cell_hash"]
-        ):
-            done[cell_key(rec["task"], rec["length"], rec["index"])] = rec
-    return done
+def read_done(log: PartialLog, hashes: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Finished cells (of ``cells.jsonl`` and the ranks' partial files) whose hash matches."""
+    return {
+        cell_key(r["task"], r["length"], r["index"]): r for r in log.records()
+        if r.get("cell_hash") and hashes.get(r.get("task")) == r["cell_hash"]
+    }
 
 
 # --------------------------------------------------------------------------- scoring
@@ -212,20 +201,24 @@ def run_ruler(
     force: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict:
-    """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run."""
-    with claimed_stage(out_dir, STAGE, ruler_run_hash(cfg), force=force,
-                       inputs=[cfg.haystack, cfg.model, cfg.squad, cfg.hotpotqa]):
-        return _run_ruler(cfg, Path(out_dir), progress=progress, say=say)
+    """Claim ``out_dir`` (lock, foreign-folder and input-overlap checks), then run; under
+    torchrun the cells are shared over the ranks (:mod:`longctx.eval.distributed`)."""
+    ranks = current_ranks()
+    with claimed_by_main(ranks, out_dir, STAGE, ruler_run_hash(cfg), force=force,
+                         inputs=[cfg.haystack, cfg.model, cfg.squad, cfg.hotpotqa]):
+        return _run_ruler(cfg, Path(out_dir), ranks, progress=progress,
+                          say=say if ranks.is_main else lambda _: None)
 
 
 def _run_ruler(
-    cfg: RulerConfig, out: Path, *, progress: bool | None, say: Callable[[str], None]
+    cfg: RulerConfig, out: Path, ranks: Ranks, *, progress: bool | None,
+    say: Callable[[str], None],
 ) -> dict:
-    """Evaluate the grid, write ``ruler.json``, ``ruler.png``, ``manifest.json``; return the
-    ruler.json content. Finished cells in ``cells.jsonl`` are reused."""
+    """Evaluate this rank's contiguous block of the grid; rank 0 then writes ``ruler.json``,
+    ``ruler.png``, ``manifest.json`` and every rank returns the ruler.json content. Finished
+    cells in ``cells.jsonl`` (and the ranks' partial files) are reused."""
     from longctx.data.tokenizer import load_tokenizer
     from longctx.models import resolve_model_dir
-    from longctx.plotting import ruler_figure, save_png
     from longctx.progress import progress_bar
 
     t0 = time.perf_counter()
@@ -234,10 +227,12 @@ def _run_ruler(
         say(f"eval ruler: {s['reason']}")
     hay = load_haystack(cfg.haystack or None)
     hashes = cell_hashes(cfg, hay, tasks)
-    cells_path = out / "cells.jsonl"
-    done = read_done(cells_path, hashes)
+    log = PartialLog(out, "cells", ranks)
+    done = read_done(log, hashes)
+    ranks.barrier()  # every rank has read the finished cells before any rank appends
     grid = [(t, n, i) for t in tasks for n in cfg.lengths for i in range(cfg.samples)]
     todo = [c for c in grid if cell_key(*c) not in done]
+    mine = ranks.share(todo, weights=[n for _, n, _ in todo])
 
     folder = resolve_model_dir(cfg.model)
     tok = load_tokenizer(folder)
@@ -245,21 +240,38 @@ def _run_ruler(
         make_sample(task, min(cfg.lengths), tok, hay, seed=cfg.seed,
                     squad=cfg.squad or None, hotpotqa=cfg.hotpotqa or None)
     model = None
-    if todo:
+    if mine:
         model, _ = load_eval_model(cfg.model, rope_theta=cfg.rope_theta,
                                    max_length=max(cfg.lengths), dtype=cfg.dtype,
-                                   device=cfg.device)
+                                   device=ranks.device(cfg.device))
 
     prompts = PromptCache()
-    with progress_bar(progress, transient=True) as bar, open(cells_path, "a") as sink:
-        job = bar.add_task("ruler", total=len(todo))
-        for task, length, index in todo:
+    with progress_bar(progress if ranks.is_main else False, transient=True) as bar, \
+            log.sink() as write:
+        job = bar.add_task("ruler", total=len(mine))
+        for task, length, index in mine:
             rec = _run_cell(cfg, model, tok, hay, task, length, index, prompts)
             rec["cell_hash"] = hashes[task]
-            sink.write(json.dumps(rec) + "\n")
-            sink.flush()
-            done[cell_key(task, length, index)] = rec
+            write(rec)
             bar.advance(job)
+    prefill = {"prompt_tokens": ranks.total(prompts.reused_tokens + prompts.prefilled_tokens),
+               "tokens_from_cache": ranks.total(prompts.reused_tokens)}
+
+    def write_outputs() -> dict:
+        return _write_ruler(cfg, out, ranks, t0, read_done(log, hashes), grid, todo, tasks,
+                            skipped, hay, tok, folder, hashes, prefill)
+
+    return merged_result(ranks, log, write_outputs, out / "ruler.json")
+
+
+def _write_ruler(
+    cfg: RulerConfig, out: Path, ranks: Ranks, t0: float, done: Mapping[str, dict[str, Any]],
+    grid: list[tuple[str, int, int]], todo: list[tuple[str, int, int]], tasks: list[str],
+    skipped: list[dict[str, str]], hay: Haystack, tok: Any, folder: Path,
+    hashes: dict[str, str], prefill: dict[str, int],
+) -> dict:
+    """ruler.json, ruler.png and manifest.json from the finished cells (rank 0)."""
+    from longctx.plotting import ruler_figure, save_png
 
     cells = [{k: v for k, v in done[cell_key(*c)].items() if k != "cell_hash"} for c in grid]
     scores = aggregate(cells, tasks, cfg.lengths)
@@ -288,8 +300,8 @@ def _run_ruler(
         "cell_hashes": hashes,
         "counts": {"cells": len(grid), "computed_now": len(todo),
                    "reused": len(grid) - len(todo), "skipped_tasks": len(skipped)},
-        "prefill": {"prompt_tokens": prompts.reused_tokens + prompts.prefilled_tokens,
-                    "tokens_from_cache": prompts.reused_tokens},
+        "prefill": prefill,
+        "world_size": ranks.world,
         "average": scores["average"],
         "checksums": {"ruler.json": sha256_file(out / "ruler.json"),
                       "ruler.png": sha256_file(out / "ruler.png")},
