@@ -59,12 +59,15 @@ class Ranks:
         return mine
 
     def device(self, requested: str) -> str:
-        """``cuda:LOCAL_RANK`` for auto/cuda when several ranks share a CUDA machine."""
+        """``cuda:LOCAL_RANK`` for auto/cuda when several ranks share a CUDA machine (ranks
+        beyond the GPU count share GPUs round-robin)."""
         if self.world == 1 or requested not in ("auto", "cuda"):
             return requested
         import torch
 
-        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else requested
+        if not torch.cuda.is_available():
+            return requested
+        return f"cuda:{self.local_rank % torch.cuda.device_count()}"
 
     def barrier(self) -> None:
         if self.world > 1:
