@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-HARNESS := $(VENV)/.harness
+EXTRAS := $(VENV)/.extras
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -21,11 +21,11 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# lm-evaluation-harness (extra `harness`, ~360 MB) for `longctx eval harness` and its tests;
-# the demo does not need it.
-$(HARNESS): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[harness]'
-	touch $(HARNESS)
+# The optional extras the tests also cover, which the demo does not need: lm-evaluation-harness
+# (`harness`, ~360 MB, `longctx eval harness`) and datatrove (`scale`, the cluster pre-index).
+$(EXTRAS): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[harness,scale]'
+	touch $(EXTRAS)
 
 demo: install
 	$(BIN)/longctx demo --out runs/demo
@@ -33,10 +33,10 @@ demo: install
 demo-quick: install
 	$(BIN)/longctx demo --quick --out runs/demo-quick
 
-test: install $(HARNESS)
+test: install $(EXTRAS)
 	$(BIN)/pytest -q -m "not gpu"
 
-test-fast: install $(HARNESS)
+test-fast: install $(EXTRAS)
 	$(BIN)/pytest -q -m "not gpu and not slow"
 
 lint: install

@@ -1,4 +1,4 @@
-"""The optional datatrove pre-scan (local executor) gives the same build as a plain one."""
+"""The optional datatrove pre-index (local executor) gives the same build as a plain one."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ def test_datatrove_local_prescan_then_build_is_identical(gen_corpus_many, tmp_pa
     plain = run_build(cfg(tmp_path / "plain"), progress=False)
     info = prescan(cfg(tmp_path / "dt"), files=12, executor="local", tasks=3, workers=1)
     work = tmp_path / "dt" / ".work"
-    markers = sorted(work.glob("*.done"))
+    markers = sorted(work.glob("*.index.done"))
     assert info["files"] == 12 and len(markers) == 12
-    assert all(json.loads(m.read_text())["covered"] == [] for m in markers)
+    assert all(json.loads(m.read_text())["file"] for m in markers)
     built = run_build(cfg(tmp_path / "dt"), progress=False)
     assert [s["sha256"] for s in built["shards"]] == [s["sha256"] for s in plain["shards"]]
     assert built["domains"] == plain["domains"]

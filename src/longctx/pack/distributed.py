@@ -1,12 +1,12 @@
-"""Pre-scan corpus files on datatrove executors (optional extra ``longctx[scale]``).
+"""Pre-index corpus files on datatrove executors (optional extra ``longctx[scale]``).
 
-The per-file function is the same ``scan_file`` the local build runs. For a corpus beyond
-one machine, datatrove runs it over the first ``files`` files of the build's seeded reading
-order on many nodes (Slurm) or processes (local); every scan lands in ``OUT/.work`` with its
-marker. ``longctx data build`` with the same arguments then reuses those scans (a file
-scanned without skipping anything is valid whatever the build later freezes), reads any
-further files it still needs itself, selects and packs: the output is byte-identical to a
-build that never used datatrove.
+The per-file function is the build's own pass 1, ``index_file`` (read, draws, candidates, a
+tokenized ~1% sample). For a corpus beyond one machine, datatrove runs it over the first
+``files`` files of the build's seeded reading order on many nodes (Slurm) or processes
+(local); every index lands in ``OUT/.work`` with its marker. ``longctx data build`` with the
+same arguments then reuses those indexes, indexes any further files it still needs itself,
+tokenizes the candidates inside the cut-offs (pass 2, on this machine), selects and packs:
+the output is byte-identical to a build that never used datatrove.
 
     from longctx.pack.build import BuildConfig, run_build
     from longctx.pack.distributed import prescan
@@ -21,42 +21,45 @@ from pathlib import Path
 from typing import Any
 
 from longctx.errors import LongctxError
-from longctx.pack.build import BuildConfig, open_work_dir, plan_scan
-from longctx.pack.scan import ScanTask, scan_or_load
+from longctx.pack.build import STAGE, BuildConfig, open_work_dir, plan_scan
+from longctx.pack.index import IndexTask, index_file, load_index_done
+from longctx.pack.shards import FORMAT_VERSION
+from longctx.stage import stage_output, write_manifest
 
 
 class ScaleError(LongctxError):
     pass
 
 
-def scan_ranks(tasks: list[ScanTask], rank: int, world_size: int) -> int:
-    """Scan this rank's share of the tasks (round robin); returns files scanned."""
+def index_ranks(tasks: list[IndexTask], rank: int, world_size: int) -> int:
+    """Index this rank's share of the tasks (round robin); returns files indexed."""
     n = 0
     for task in tasks[rank::world_size]:
-        scan_or_load(task)
+        if load_index_done(task) is None:
+            index_file(task)
         n += 1
     return n
 
 
-def _step(tasks: list[ScanTask]) -> Any:
+def _step(tasks: list[IndexTask]) -> Any:
     from datatrove.pipeline.base import PipelineStep
 
-    class ScanFiles(PipelineStep):
-        """longctx scan of corpus files (tokenize what selection can use, spill, mark)."""
+    class IndexFiles(PipelineStep):
+        """longctx pass 1 over corpus files (draws, candidates, sample; spill, mark)."""
 
-        name = "longctx scan"
+        name = "longctx index"
         type = "Tokenizer"
 
-        def __init__(self, tasks: list[ScanTask]) -> None:
+        def __init__(self, tasks: list[IndexTask]) -> None:
             super().__init__()
             self.tasks = tasks
 
         def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> None:
             with self.track_time(unit="file"):
-                n = scan_ranks(self.tasks, rank, world_size)
+                n = index_ranks(self.tasks, rank, world_size)
             self.stat_update("files", value=n)
 
-    return ScanFiles(tasks)
+    return IndexFiles(tasks)
 
 
 def prescan(
@@ -69,7 +72,7 @@ def prescan(
     logging_dir: str | None = None,
     **executor_kwargs: Any,
 ) -> dict[str, Any]:
-    """Scan the first ``files`` files (default: all) of the build's reading order with a
+    """Index the first ``files`` files (default: all) of the build's reading order with a
     datatrove executor (``local`` or ``slurm``; extra keyword arguments go to it)."""
     try:
         from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
@@ -77,17 +80,30 @@ def prescan(
         raise ScaleError(
             "datatrove is not installed: pip install 'longctx[scale]' (or pip install datatrove)"
         ) from e
+    with stage_output(cfg.out or "", STAGE, force=cfg.force, inputs=cfg.inputs):
+        return _prescan(cfg, files, executor, tasks, workers, logging_dir, executor_kwargs,
+                        LocalPipelineExecutor, SlurmPipelineExecutor)
+
+
+def _prescan(cfg: BuildConfig, files: int | None, executor: str, tasks: int, workers: int,
+             logging_dir: str | None, executor_kwargs: dict[str, Any], local: Any,
+             slurm: Any) -> dict[str, Any]:
+    # The folder is the build's: the same running manifest it writes, so the build that
+    # follows takes it as its own and reuses the indexes.
     plan = plan_scan(cfg)
     plan.out.mkdir(parents=True, exist_ok=True)
+    write_manifest(plan.out, {"stage": STAGE, "status": "running",
+                              "format_version": FORMAT_VERSION, "config": plan.out_cfg,
+                              "config_hash": plan.cfg_hash})
     open_work_dir(plan)
     chosen = plan.tasks[: files or len(plan.tasks)]
     logs = logging_dir or str(Path(plan.work) / "datatrove-logs")
     pipeline = [_step(chosen)]
     if executor == "local":
-        ex = LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=workers,
+        ex = local(pipeline=pipeline, tasks=tasks, workers=workers,
                                    logging_dir=logs, **executor_kwargs)
     elif executor == "slurm":
-        ex = SlurmPipelineExecutor(pipeline=pipeline, tasks=tasks, logging_dir=logs,
+        ex = slurm(pipeline=pipeline, tasks=tasks, logging_dir=logs,
                                    **executor_kwargs)
     else:
         raise ScaleError(f"executor {executor!r}: expected 'local' or 'slurm'")
