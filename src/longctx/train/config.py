@@ -122,7 +122,8 @@ class TrainConfig:
     eval_attention: str = opt("doc", "Held-out loss positions (as `eval loss --attention`): "
                               "doc | row.", panel=_E)
     eval_key_tokens: bool = opt(False, "Also the loss on key tokens (as `eval loss "
-                                "--key-tokens`, marked by the current weights).", panel=_E)
+                                "--key-tokens`, marked by the current weights).", panel=_E,
+                                flags=("--eval-key-tokens",))
     eval_key_context: int = opt(4096, "Key tokens: K, tokens of context of the short pass (as "
                                 "`eval loss --key-context`).", panel=_E)
     eval_key_stride: int = opt(1024, "Key tokens: stride of the short windows (as `eval loss "
