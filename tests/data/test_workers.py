@@ -74,3 +74,32 @@ def test_a_worker_error_reaches_the_caller():
     with pytest.raises(ValueError, match="task 2 is bad"):
         list(ordered_results(_fail_on_two, 5, lambda k: k, 2))
     assert not multiprocessing.active_children()
+
+
+def _server_pid() -> int | None:
+    import multiprocessing.forkserver as fs
+
+    return getattr(getattr(fs, "_forkserver", None), "_forkserver_pid", None)
+
+
+def _parent_pid(k: int) -> int:
+    return os.getppid()  # a forkserver worker's parent is the fork server
+
+
+def test_keep_server_shares_one_fork_server_across_pools():
+    """A build runs several pools (pass 1, then each round); with keep_server they fork from
+    one server, which the caller stops; by default a pool stops it at its end."""
+    from longctx.data.workers import stop_forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no forkserver on this platform")
+    try:
+        first = {p for p in ordered_results(_parent_pid, 3, lambda k: k, 2, keep_server=True)}
+        server = _server_pid()
+        second = {p for p in ordered_results(_parent_pid, 3, lambda k: k, 2, keep_server=True)}
+        assert server is not None and first == second == {server}
+        assert _server_pid() == server
+        list(ordered_results(_parent_pid, 3, lambda k: k, 2))
+        assert _server_pid() is None
+    finally:
+        stop_forkserver()

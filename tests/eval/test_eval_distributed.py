@@ -24,25 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 MEASURED = {"seconds", "world_size", "prefill", "checksums"}
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A random 2-layer LLaMA with the embedded SmolLM2 tokenizer, saved as an HF folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from longctx.embedded import embedded_tokenizer_dir
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                      max_position_embeddings=1024, bos_token_id=1, eos_token_id=2)
-    LlamaForCausalLM(cfg).save_pretrained(str(folder))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(embedded_tokenizer_dir() / name, folder / name)
-    return folder
-
-
 def run_eval(args: list[str], nproc: int = 1, env: dict[str, str] | None = None,
              ok: bool = True) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -21,8 +21,8 @@ from longctx.data._preload import PRELOAD_ENV
 Step = Callable[[Any], Any]
 
 
-def _preload_modules(step: Step) -> list[str]:
-    return ["__main__", "longctx.data._preload", step.__module__]
+def _preload_modules(*steps: Step) -> list[str]:
+    return ["__main__", "longctx.data._preload", *sorted({s.__module__ for s in steps})]
 
 
 def worker_context(step: Step, tokenizer_json: Path | None) -> Any:
@@ -42,16 +42,18 @@ def worker_context(step: Step, tokenizer_json: Path | None) -> Any:
     return ctx
 
 
-def prestart(step: Step, tokenizer_json: Path) -> bool:
-    """Start the fork server right away, so it imports and parses the tokenizer while the
-    main process does the same (saves its start-up from the wall time). True if started."""
+def prestart(steps: Sequence[Step], tokenizer_json: Path) -> bool:
+    """Start the fork server right away, so it imports the steps' modules and parses the
+    tokenizer while the main process does the same (saves its start-up from the wall time).
+    A caller that runs several pools with ``keep_server=True`` shares this one server and
+    stops it itself. True if started."""
     import multiprocessing as mp
     from multiprocessing import forkserver
 
     if "forkserver" not in mp.get_all_start_methods() or not tokenizer_json.is_file():
         return False
     os.environ[PRELOAD_ENV] = str(tokenizer_json)
-    mp.get_context("forkserver").set_forkserver_preload(_preload_modules(step))
+    mp.get_context("forkserver").set_forkserver_preload(_preload_modules(*steps))
     forkserver.ensure_running()
     return True
 
@@ -77,6 +79,7 @@ def ordered_results(
     initializer: Callable[..., None] | None = None,
     initargs: tuple = (),
     tokenizer_json: Path | None = None,
+    keep_server: bool = False,
 ) -> Iterator[Any]:
     """Yield ``step(make_task(k))`` for k = 0..n-1, in order.
 
@@ -87,7 +90,9 @@ def ordered_results(
     a consumer that stops early (closes the generator) wastes little: the workers are then
     terminated at once. ``initializer(*initargs)`` runs once in each worker process (not here
     when ``workers`` is 1: the step then runs in this process as it is); ``tokenizer_json`` is
-    parsed once by the fork server before it forks.
+    parsed once by the fork server before it forks. The fork server is stopped at the end
+    unless ``keep_server`` (the caller runs more pools on it and stops it itself: each start
+    costs about a CPU-second of imports).
     """
 
     def finished(task: Any) -> Any:
@@ -119,7 +124,8 @@ def ordered_results(
             yield item.result() if isinstance(item, Future) else item
     finally:
         _terminate(pool)
-        stop_forkserver()
+        if not keep_server:
+            stop_forkserver()
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:

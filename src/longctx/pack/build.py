@@ -302,17 +302,16 @@ def open_work_dir(plan: ScanPlan) -> None:
 def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, Any]:
     """Build the packed mixture described by ``cfg``; return its manifest."""
     timer = Timer().__enter__()
-    started = False
-    if cfg.workers > 1:
+    if cfg.workers > 1:  # one fork server for every pool of the build (pass 1 and each round)
         from longctx.data.tokenizer import resolve_tokenizer_dir
 
-        started = prestart(scan_file, resolve_tokenizer_dir(cfg.tokenizer)[1] / "tokenizer.json")
+        prestart((index_file, scan_file),
+                 resolve_tokenizer_dir(cfg.tokenizer)[1] / "tokenizer.json")
     try:
         with stage_output(cfg.out or "", STAGE, force=cfg.force, inputs=cfg.inputs):
             return _build(cfg, progress, timer)
     finally:
-        if started:
-            stop_forkserver()
+        stop_forkserver()
 
 
 def _build(cfg: BuildConfig, progress: bool | None, timer: Timer) -> dict[str, Any]:
@@ -429,7 +428,7 @@ def index_files(plan: ScanPlan, scan: ScanResult, bar: Any, stop: Any) -> None:
 
     run_ordered(index_file, len(tasks), lambda k: tasks[k], plan.cfg.workers, on_result,
                 done=load_index_done, initializer=init_worker,
-                tokenizer_json=Path(plan.spec.folder) / "tokenizer.json")
+                tokenizer_json=Path(plan.spec.folder) / "tokenizer.json", keep_server=True)
     done = len(scan.summaries) - start
     bar.update(index_bar, total=done, completed=done)
 
@@ -567,7 +566,7 @@ def _round(plan: ScanPlan, scan: ScanResult, want: np.ndarray, held_want: np.nda
 
     run_ordered(scan_file, len(tasks), lambda k: tasks[k], plan.cfg.workers, on_result,
                 done=load_done, initializer=init_worker,
-                tokenizer_json=Path(plan.spec.folder) / "tokenizer.json")
+                tokenizer_json=Path(plan.spec.folder) / "tokenizer.json", keep_server=True)
     pool.rounds += 1
     c = pool.cand
     scan.stats.set_candidates(pool.names, c["domain"], c["nbytes"], c["kept"], c["length"])
