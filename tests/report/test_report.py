@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from longctx.report.html import write_report
 from longctx.report.collect import ReportError, collect
+from longctx.report.html import write_report
 
 from .htmlparse import decode_png, parse
 from .report_fixtures import BASE_LOSS, HOSTILE, PER_SOURCE_DIFF, make_run
