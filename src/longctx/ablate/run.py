@@ -167,14 +167,14 @@ def _evals(cfg: AblationConfig, where: str, root: Path, model: str | Path,
            heldout: dict[str, Any], trained_length: int | None, log: StageLog,
            progress: bool | None) -> None:
     """``eval loss`` on the common held-out set and ``eval needle``, skipped when done."""
-    from longctx.eval.loss import run_loss
+    from longctx.eval.loss import loss_run_hash, run_loss
     from longctx.eval.needle import run_needle
 
     if cfg.eval.loss is not None:
         lc = cfg.loss_config(model, heldout["data"])
         folder = root / "loss"
         log.run(where, "loss", folder,
-                lambda: None if is_done(folder, run_hash(lc)) else run_loss(lc, folder,
+                lambda: None if is_done(folder, loss_run_hash(lc)) else run_loss(lc, folder,
                                                                             progress=progress))
         _check_split(folder, heldout, where)
     if cfg.eval.needle is not None:

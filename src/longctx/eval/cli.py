@@ -94,9 +94,9 @@ def _ruler(cfg: RulerConfig, out: Path, force: bool) -> None:
 
 def _loss(cfg: LossConfig, out: Path, force: bool) -> None:
     """Per-domain loss by position bucket (Table 5) and Loss@position (Fig. 3)."""
-    from longctx.eval.loss import run_loss
+    from longctx.eval.loss import loss_run_hash, run_loss
 
-    if _skip_if_done(out, cfg, force):
+    if _skip_if_done(out, cfg, force, loss_run_hash(cfg)):
         return
     result = run_loss(cfg, out, force=force)
     overall = ", ".join(f"{k}: {v:.3f}" for k, v in result["overall"].items() if v is not None)
