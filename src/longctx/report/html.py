@@ -534,22 +534,9 @@ def _comparison_section(page: _Page, runs: list[RunOutputs]) -> None:
     if len(harness) >= 2:
         _harness_comparison(page, runs, harness)
     if len(rulers) >= 2:
-        _ruler_comparison(page, rulers)
+        _average_comparison(page, "RULER average", rulers, ruler_length_averages, 2)
     if len(needles) >= 2:
-        page.add("<h3>Needle average</h3>")
-        base = _num(needles[0][1].data.get("average"))
-        per_len = [needle_length_averages(o.data) for _, o in needles]
-        lengths = sorted({n for d in per_len for n in d})
-        rows = []
-        for (name, o), by_len in zip(needles, per_len, strict=True):
-            avg = _num(o.data.get("average"))
-            delta = None if avg is None or base is None else avg - base
-            rows.append([esc(name), esc(o.data.get("model")),
-                         fmt(avg, 3) + _iv(o.data.get("average_interval95")),
-                         signed(delta) if o is not needles[0][1] else "baseline"]
-                        + [fmt(by_len.get(n), 3) for n in lengths])
-        page.add(table(["run", "model", "average", "vs first"]
-                       + [f"@{fmt(n)}" for n in lengths], rows, left=2))
+        _average_comparison(page, "Needle average", needles, needle_length_averages, 3)
     if len(losses) >= 2:
         base_name, base = losses[0]
         buckets = list(base.data.get("buckets") or [])
@@ -598,20 +585,23 @@ def _comparison_section(page: _Page, runs: list[RunOutputs]) -> None:
     page.add("</section>")
 
 
-def _ruler_comparison(page: _Page, rulers: list[tuple[str, StageOutput]]) -> None:
-    """RULER's per-length average of every run, and its difference to the first one."""
-    page.add("<h3>RULER average</h3>")
-    base = _num(rulers[0][1].data.get("average"))
-    per_len = [ruler_length_averages(o.data) for _, o in rulers]
+def _average_comparison(page: _Page, title: str, outputs: list[tuple[str, StageOutput]],
+                        per_length: Callable[[dict[str, Any]], dict[int, float]],
+                        digits: int) -> None:
+    """A retrieval score's average (with its interval when the output has one) and per-length
+    averages of every run, and the average's difference to the first run (needle, RULER)."""
+    page.add(f"<h3>{esc(title)}</h3>")
+    base = _num(outputs[0][1].data.get("average"))
+    per_len = [per_length(o.data) for _, o in outputs]
     lengths = sorted({n for d in per_len for n in d})
     rows = []
-    for (name, o), by_len in zip(rulers, per_len, strict=True):
+    for (name, o), by_len in zip(outputs, per_len, strict=True):
         avg = _num(o.data.get("average"))
         delta = None if avg is None or base is None else avg - base
-        rows.append([esc(name), esc(o.data.get("model")), fmt(avg, 2),
-                     "baseline" if o is rulers[0][1] else ("–" if delta is None
-                                                           else f"{delta:+.2f}")]
-                    + [fmt(by_len.get(n), 2) for n in lengths])
+        rows.append([esc(name), esc(o.data.get("model")),
+                     fmt(avg, digits) + _iv(o.data.get("average_interval95")),
+                     "baseline" if o is outputs[0][1] else signed(delta, digits)]
+                    + [fmt(by_len.get(n), digits) for n in lengths])
     page.add(table(["run", "model", "average", "vs first"] + [f"@{fmt(n)}" for n in lengths],
                    rows, left=2))
 
