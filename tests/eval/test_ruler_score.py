@@ -13,19 +13,10 @@ from longctx.eval.ruler.score import (
 )
 from longctx.eval.ruler.tasks import TASKS
 
-# (preds, refs, string_match_all, string_match_part), FACTS.md §5 "Test vectors".
-VECTORS = [
-    (["1234567."], [["1234567"]], 100.0, 100.0),
-    (["The special magic number is 12345678"], [["1234567"]], 100.0, 100.0),
-    (["1234567, 7654321"], [["1234567", "7654321", "1111111", "2222222"]], 50.0, 100.0),
-    (["1234567", "nothing"], [["1234567"], ["7654321"]], 50.0, 50.0),
-    (["ABCD-efgh"], [["abcd-EFGH"]], 100.0, 100.0),
-    ([""], [["1234567"]], 0.0, 0.0),
-    (["a", "b", "c"], [["a"], ["b"], ["x"]], 66.67, 66.67),
-]
+from .test_scorers import RULER_VECTORS  # FACTS.md §5 "Test vectors", written once
 
 
-@pytest.mark.parametrize(("preds", "refs", "match_all", "match_part"), VECTORS)
+@pytest.mark.parametrize(("preds", "refs", "match_all", "match_part"), RULER_VECTORS)
 def test_metrics_reproduce_the_facts_vectors(preds, refs, match_all, match_part):
     assert METRICS["string_match_all"](preds, refs) == match_all
     assert METRICS["string_match_part"](preds, refs) == match_part
