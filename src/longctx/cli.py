@@ -1,7 +1,7 @@
 """The ``longctx`` command: one sub-command per pipeline stage.
 
 Every command is registered here, so no stage imports another stage's commands: the stage
-groups (``data``, ``train``, ``eval``; :mod:`longctx.stage_cli`), then ``report``, ``demo``,
+groups (``data``, ``train``, ``eval``; :mod:`longctx.stage_cli`), then ``plan``, ``report``, ``demo``,
 ``ablate`` and ``version``. User-facing errors (:class:`longctx.errors.LongctxError`) and
 usage errors become a one-line message and exit code 2 instead of a traceback
 (:func:`longctx.cliopts.run_app`, shared with ``python -m longctx.train``). Stage modules
@@ -18,6 +18,7 @@ from longctx.cliopts import run_app
 from longctx.demo import demo_command
 from longctx.report.cli import report_command
 from longctx.stage_cli import add_stage_commands
+from longctx.train.plan import plan_command
 
 app = typer.Typer(
     name="longctx",
@@ -27,6 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 add_stage_commands(app)
+app.command("plan")(plan_command)
 app.command("report")(report_command)
 app.command("demo")(demo_command)
 app.command("ablate")(ablate_command)
