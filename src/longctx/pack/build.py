@@ -13,7 +13,10 @@ Steps (each one deterministic from the config and the seed):
    budget: selection then equals tokenizing every document of the files indexed. Every
    file's index and every round's scan is spilled to ``OUT/.work`` with a marker, so an
    interrupted build that is rerun reuses it; every decision depends only on per-file
-   results consumed in order, never on worker count or timing.
+   results consumed in order, never on worker count or timing. A file over ``split_bytes``
+   is indexed and tokenized in byte ranges (:mod:`longctx.pack.parts`), merged back into
+   the file's results. The tasks run in a local worker pool (``executor`` pool) or on a
+   datatrove executor or Ray (:mod:`longctx.pack.executors`), with identical output.
 3. Target shares (measured input token shares unless ``--mix``; ``--upsample`` multiplies)
    become exact integer budgets; :mod:`longctx.mix.select` picks pieces to fill them.
 4. :mod:`longctx.pack.packer` concatenates pieces into rows; shards and ``manifest.json``
@@ -56,9 +59,20 @@ from longctx.mix.strategies import (
     plan_budgets,
     predicted_long_fraction,
 )
-from longctx.pack.index import IndexTask, index_file, load_index, load_index_done
+from longctx.pack.executors import EXECUTORS, ExecutorSettings, run_tasks
+from longctx.pack.index import IndexTask, index_file, load_index_done
 from longctx.pack.packer import Piece, pack_rows
-from longctx.pack.scan import ScanTask, init_worker, load_done, scan_file
+from longctx.pack.parts import (
+    FileIndex,
+    count_part,
+    count_tasks,
+    file_ranges,
+    load_count_done,
+    may_split,
+    merge_parts,
+    part_tasks,
+)
+from longctx.pack.scan import ScanTask, init_worker, load_done, scan_file, spill_key
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import Pool, SpillReader
 from longctx.pack.tok import TokenizerSpec, resolve_spec
@@ -73,6 +87,18 @@ MAX_SEQ_LEN = 1 << 24  # 16M tokens per row: far beyond any model, well inside i
 HELDOUT_DIR = "heldout"
 HELDOUT_STAGE = "data.heldout"
 FAIL_HOOK_ENV = "LONGCTX_BUILD_FAIL_AT"  # test hook: "scan:N" / "pack:N" raises mid-build
+SPLIT_BYTES = 256 << 20
+_CLUSTER = "Cluster"  # --help panel of the executor settings
+# settings that decide how the build runs, never what it writes
+RUN_KEYS = ("workers", "out", "force", "split_bytes", "executor", "executor_tasks",
+            "executor_workers", "executor_logs", "slurm_partition", "slurm_time",
+            "slurm_cpus_per_task", "slurm_mem_per_cpu_gb", "slurm_qos", "slurm_env",
+            "ray_address")
+
+
+def _bytes_flag(value: Any, flag: str) -> int:
+    """``parse=`` for a size in bytes typed as 268435456, 256M or 0."""
+    return 0 if str(value).strip() == "0" else parse_count(value, name=flag)
 
 
 class BuildError(DataError):
@@ -127,6 +153,34 @@ class BuildConfig:
     force: bool = opt(False, "Rebuild even if a finished build matches; take over a folder "
                       "holding files longctx did not write (nothing there is deleted).",
                       flags=("--force",))
+    split_bytes: int = opt(SPLIT_BYTES, "Files bigger than this are read in ranges of about "
+                           "this size by several workers (jsonl at lines, multi-frame .zst at "
+                           "frames, parquet at row groups; 0: never split). Output is the same.",
+                           cli_type=str, parse=_bytes_flag, show="256Mi")
+    executor: str = opt("pool", "Where the per-file (per-range) tasks run: pool (--workers "
+                        "local processes) | local (datatrove LocalPipelineExecutor) | slurm "
+                        "(datatrove SlurmPipelineExecutor) | ray (datatrove "
+                        "RayPipelineExecutor); selection and packing run here. Same output. "
+                        "local/slurm/ray need pip install 'longctx[scale]' (ray: also ray); "
+                        "for slurm and ray, --out, the inputs and --executor-logs must be on a "
+                        "filesystem every node shares.", panel=_CLUSTER)
+    executor_tasks: int = opt(0, "datatrove tasks each task list is spread over (0: one per "
+                              "file or range).", panel=_CLUSTER)
+    executor_workers: int = opt(0, "Tasks running at once (0: --workers for local, no limit "
+                                "for slurm and ray).", panel=_CLUSTER)
+    executor_logs: str | None = opt(None, "datatrove's logging folder (default OUT/.work/logs, "
+                                    "removed with the work folder when the build finishes).",
+                                    panel=_CLUSTER)
+    slurm_partition: str | None = opt(None, "Slurm partition (--executor slurm).",
+                                      panel=_CLUSTER)
+    slurm_time: str = opt("24:00:00", "Slurm time limit of a task.", panel=_CLUSTER)
+    slurm_cpus_per_task: int = opt(1, "Slurm CPUs per task.", panel=_CLUSTER)
+    slurm_mem_per_cpu_gb: int = opt(2, "Slurm memory per CPU, GB.", panel=_CLUSTER)
+    slurm_qos: str = opt("", "Slurm QOS (empty: the cluster's default).", panel=_CLUSTER)
+    slurm_env: str | None = opt(None, "Shell command that activates this Python environment in "
+                                "a Slurm job, e.g. 'source .venv/bin/activate'.", panel=_CLUSTER)
+    ray_address: str | None = opt(None, "Ray cluster address (default: a running cluster's, "
+                                  "else a local one).", panel=_CLUSTER)
 
     @property
     def heldout_fraction(self) -> float:
@@ -148,6 +202,14 @@ class BuildConfig:
             raise ConfigError(f"short_keep: must be in [0, 1], got {self.short_keep}")
         if self.workers < 1:
             raise ConfigError(f"workers: must be >= 1, got {self.workers}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"executor: expected one of {', '.join(EXECUTORS)}, "
+                              f"got {self.executor!r}")
+        for key in ("split_bytes", "executor_tasks", "executor_workers"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if self.executor == "slurm" and not self.slurm_partition:
+            raise ConfigError("slurm_partition: --executor slurm needs --slurm-partition")
         if self.shard_rows < 0:
             raise ConfigError(f"shard_rows: must be >= 0, got {self.shard_rows}")
         if self.margin < 1.0:
@@ -169,11 +231,21 @@ class BuildConfig:
             parse_count(self.eval_tokens, name="eval_tokens")
 
     def output_config(self) -> dict[str, Any]:
-        """The config that decides the output (workers/out/force do not)."""
+        """The config that decides the output (RUN_KEYS do not)."""
         d = to_dict(self)
-        for k in ("workers", "out", "force"):
+        for k in RUN_KEYS:
             d.pop(k)
         return d
+
+    def executor_settings(self, work: Path) -> ExecutorSettings:
+        return ExecutorSettings(
+            kind=self.executor, logs=self.executor_logs or str(work / "logs"),
+            tasks=self.executor_tasks,
+            workers=self.executor_workers or (self.workers if self.executor == "local" else 0),
+            slurm_partition=self.slurm_partition, slurm_time=self.slurm_time,
+            slurm_cpus_per_task=self.slurm_cpus_per_task,
+            slurm_mem_per_cpu_gb=self.slurm_mem_per_cpu_gb, slurm_qos=self.slurm_qos,
+            slurm_env=self.slurm_env, ray_address=self.ray_address)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -216,8 +288,7 @@ def _fail_hook(phase: str, count: int) -> None:
 
 @dataclass
 class ScanPlan:
-    """Everything decided before the first file is read (shared by ``run_build`` and the
-    distributed pre-scan, which must produce the very same per-file scans)."""
+    """Everything decided before the first file is read."""
 
     cfg: BuildConfig
     strategy: Any
@@ -276,6 +347,8 @@ def plan_scan(cfg: BuildConfig) -> ScanPlan:
          "format_version": FORMAT_VERSION}
     )
     work = out / WORK_DIR
+    if cfg.executor != "pool":  # tasks may run in other folders or on other machines
+        work, files = work.absolute(), [f.absolute() for f in files]
     order = sorted(range(len(files)), key=lambda i: (_file_order_key(cfg.seed, rels[i]), rels[i]))
     tasks = [
         IndexTask(
@@ -305,7 +378,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
     if cfg.workers > 1:  # one fork server for every pool of the build (pass 1 and each round)
         from longctx.data.tokenizer import resolve_tokenizer_dir
 
-        prestart((index_file, scan_file),
+        prestart((count_part, index_file, scan_file),
                  resolve_tokenizer_dir(cfg.tokenizer)[1] / "tokenizer.json")
     try:
         with stage_output(cfg.out or "", STAGE, force=cfg.force, inputs=cfg.inputs):
@@ -364,6 +437,7 @@ class ScanResult:
     stats: InputStats  # per-domain input statistics of the files indexed
     pool: Pool  # their candidates and held-out documents, and what the rounds tokenized
     scans: list[dict[str, Any]] = field(default_factory=list)  # every round's file scans
+    parts: dict[int, FileIndex] = field(default_factory=dict)  # file -> its ranges' rows
     last_new_domain: int = 0  # files indexed when the latest new domain first appeared
     results: int = 0  # per-file results consumed (index and rounds): the fail hook counts them
 
@@ -414,23 +488,118 @@ def index_files(plan: ScanPlan, scan: ScanResult, bar: Any, stop: Any) -> None:
     if not tasks:
         return
     index_bar = bar.add_task("index files", total=len(tasks))
+    parts: dict[int, int] = {}  # ranges per file
+    pending: list[dict[str, Any]] = []  # the range summaries of the file at hand
 
     def on_result(summary: dict[str, Any]) -> bool:
-        arrays = load_index(plan.work, summary["index"])
-        if set(summary["stats"]) - set(scan.stats.domains):
-            scan.last_new_domain = len(scan.summaries) + 1
-        scan.summaries.append(summary)
-        scan.pool.add_file(summary["index"], summary["domains"], arrays)
-        scan.stats.add(summary, arrays["domain"], arrays["nbytes"], arrays["kept"])
-        bar.advance(index_bar)
+        pending.append(summary)
         _result_done(scan)
+        if len(pending) < parts[summary["index"]]:
+            return False
+        merged = merge_parts(plan.work, pending)
+        pending.clear()
+        _add_file(scan, merged)
+        bar.advance(index_bar)
         return stop()
 
-    run_ordered(index_file, len(tasks), lambda k: tasks[k], plan.cfg.workers, on_result,
-                done=load_index_done, initializer=init_worker,
-                tokenizer_json=Path(plan.spec.folder) / "tokenizer.json", keep_server=True)
+    for batch in _file_batches(plan, tasks):
+        units = _index_units(plan, batch)
+        parts.update((t.index, t.part + 1) for t in units)
+        if _run(plan, f"index-{batch[0].index:07d}", index_file, units,
+                load_index_done, on_result):
+            break
     done = len(scan.summaries) - start
     bar.update(index_bar, total=done, completed=done)
+
+
+def _add_file(scan: ScanResult, merged: FileIndex) -> None:
+    summary, arrays = merged.summary, merged.arrays
+    if set(summary["stats"]) - set(scan.stats.domains):
+        scan.last_new_domain = len(scan.summaries) + 1
+    scan.summaries.append(summary)
+    scan.parts[summary["index"]] = merged
+    scan.pool.add_file(summary["index"], summary["domains"], arrays)
+    scan.stats.add(summary, arrays["domain"], arrays["nbytes"], arrays["kept"])
+
+
+def _file_batches(plan: ScanPlan, tasks: list[IndexTask]) -> Any:
+    """The files to index in batches of doubling size (a subset build reads a few of them:
+    the lines of a big file's ranges are counted, and an executor indexes whole batches,
+    only as far as the batches reach). One batch while every file is read anyway, or when
+    the pool streams files that need no counting."""
+    cfg = plan.cfg
+    if not cfg.subset or (cfg.executor == "pool"
+                          and not any(may_split(t.path, cfg.split_bytes) for t in tasks)):
+        yield tasks
+        return
+    size = max(cfg.min_files, cfg.workers if cfg.executor == "pool" else cfg.executor_tasks, 1)
+    pos = 0
+    while pos < len(tasks):
+        yield tasks[pos : pos + size]
+        pos += size
+        size *= 2
+
+
+def _index_units(plan: ScanPlan, batch: list[IndexTask]) -> list[IndexTask]:
+    """The index tasks of a batch of files: one per range, the ranges' lines counted first."""
+    ranges = {t.index: file_ranges(t, plan.cfg.split_bytes) for t in batch}
+    counting = [c for t in batch for c in count_tasks(t, ranges[t.index])]
+    lines: dict[tuple[int, int], int] = {}
+
+    def on_count(summary: dict[str, Any]) -> bool:
+        lines[summary["index"], summary["part"]] = summary["lines"]
+        return False
+
+    if counting:
+        _run(plan, f"count-{batch[0].index:07d}", count_part, counting, load_count_done,
+             on_count)
+    return [u for t in batch for u in part_tasks(
+        t, ranges[t.index], [lines[t.index, k] for k in range(len(ranges[t.index]) - 1)])]
+
+
+def _run(plan: ScanPlan, name: str, step: Any, tasks: list[Any], done: Any,
+         on_result: Any) -> bool:
+    """Run ``step`` over ``tasks`` and feed the results, in order, to ``on_result`` until it
+    says stop (returns True); True if it did. The pool runs them ``--workers`` at a time and
+    stops early; an executor runs them all, then the results are read from the markers."""
+    cfg = plan.cfg
+    if cfg.executor == "pool":
+        stopped = False
+
+        def consume(result: Any) -> bool:
+            nonlocal stopped
+            stopped = bool(on_result(result))
+            return stopped
+
+        run_ordered(step, len(tasks), lambda k: tasks[k], cfg.workers, consume, done=done,
+                    initializer=init_worker,
+                    tokenizer_json=Path(plan.spec.folder) / "tokenizer.json", keep_server=True)
+        return stopped
+    label = _labeller(plan)
+    run_tasks(cfg.executor_settings(plan.work), name, step, tasks, done, label)
+    for task in tasks:
+        result = done(task)
+        if result is None:  # a marker removed after its task finished
+            raise BuildError(f"{name}: {label(task)} has no finished marker in {plan.work}")
+        if on_result(result):
+            return True
+    return False
+
+
+def _labeller(plan: ScanPlan) -> Any:
+    """A task's name in errors: its file, and its range when the file is split."""
+    paths = {t.index: t.path for t in plan.tasks}
+
+    def label(task: Any) -> str:
+        where = paths[task.index]
+        if isinstance(task, ScanTask):
+            where += f" (round {task.round + 1})"
+        part = getattr(task, "part", 0)
+        if part or getattr(task, "end", None) is not None:
+            return f"{where} range {part} from {getattr(task, 'start', '?')}"
+        return where
+
+    return label
 
 
 def _result_done(scan: ScanResult) -> None:
@@ -550,23 +719,28 @@ def _round(plan: ScanPlan, scan: ScanResult, want: np.ndarray, held_want: np.nda
         f = s["index"]
         rows = _rows_of(pool.cand, f, want)
         held = _rows_of(pool.held, f, held_want)
-        if len(rows) or len(held):
-            tasks.append(ScanTask(index=f, round=rnd, work_dir=str(plan.work),
-                                  scan_hash=plan.scan_hash, tokenizer=plan.spec,
-                                  long_threshold=plan.cfg.long_threshold, rows=rows,
-                                  held_rows=held))
+        for p in scan.parts[f].parts:  # the file's ranges, each scanned apart
+            mine = rows[np.searchsorted(rows, p.cand_first):
+                        np.searchsorted(rows, p.cand_first + p.cand_count)]
+            mine_held = held[np.searchsorted(held, p.held_first):
+                             np.searchsorted(held, p.held_first + p.held_count)]
+            if len(mine) or len(mine_held):
+                tasks.append(ScanTask(index=f, round=rnd, work_dir=str(plan.work),
+                                      scan_hash=plan.scan_hash, tokenizer=plan.spec,
+                                      long_threshold=plan.cfg.long_threshold, rows=mine,
+                                      held_rows=mine_held, part=p.part,
+                                      row_offset=p.cand_first, held_offset=p.held_first))
     round_bar = bar.add_task(f"tokenize (round {rnd + 1})", total=len(tasks))
 
     def on_result(summary: dict[str, Any]) -> bool:
-        pool.record(plan.work, summary["index"], rnd, summary["spilled"])
+        pool.record(plan.work, summary["index"], spill_key(rnd, summary["part"]),
+                    summary["spilled"])
         scan.scans.append(summary)
         bar.advance(round_bar)
         _result_done(scan)
         return False
 
-    run_ordered(scan_file, len(tasks), lambda k: tasks[k], plan.cfg.workers, on_result,
-                done=load_done, initializer=init_worker,
-                tokenizer_json=Path(plan.spec.folder) / "tokenizer.json", keep_server=True)
+    _run(plan, f"round-{rnd:03d}", scan_file, tasks, load_done, on_result)
     pool.rounds += 1
     c = pool.cand
     scan.stats.set_candidates(pool.names, c["domain"], c["nbytes"], c["kept"], c["length"])

@@ -15,6 +15,11 @@ topped up per domain and file with the next-lowest draws to ``TOPUP_DOCS`` docum
 ``TOPUP_BYTES`` bytes, each sampled text cut to ``SAMPLE_CHARS`` characters (so one huge
 document cannot make the sample expensive). A JSON marker written last makes the index
 reusable by a rerun with the same settings.
+
+A task indexes one byte range of its file (:mod:`longctx.data.ranges`; the whole file unless
+it is split), with the file's own line numbers. The marker keeps the range's top-up
+candidates (the :class:`Reserve`, with their token counts), so :mod:`longctx.pack.parts` can
+merge a split file's ranges into the very index and sample of the unsplit read.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from longctx.data.readers import Fields, domain_code_dtype, iter_file
+from longctx.data.ranges import FileRange, iter_range
+from longctx.data.readers import Fields, domain_code_dtype
 from longctx.mix.heldout import heldout_draw, is_heldout
 from longctx.mix.sampling import doc_draws, keeps_short
 from longctx.pack.tok import TokenizerSpec
@@ -76,69 +82,101 @@ class IndexTask:
     strict: bool
     heldout: float = 0.0  # fraction of documents (by content hash) set aside for evaluation
     heldout_seed: int = 0
+    part: int = 0  # the range's position in the file (0: the first, or the whole file)
+    start: int = 0  # the range (see FileRange): bytes, frames or row groups
+    end: int | None = None
+    lead: int = 0
+    lines_before: int = 0  # lines of the file before the range
+
+    @property
+    def file_range(self) -> FileRange:
+        return FileRange(Path(self.path), self.start, self.end, self.lead, self.lines_before)
+
+    @property
+    def range_key(self) -> list[Any]:
+        """The range as the marker records it (a rerun split another way redoes it)."""
+        return [self.start, self.end, self.lead, self.lines_before]
 
 
-def index_paths(work_dir: str | Path, index: int) -> tuple[Path, Path, Path]:
-    """(arrays, text spill, marker) of a file's index."""
-    stem = Path(work_dir) / f"{index:07d}.index"
-    return (stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".text"),
-            stem.with_name(stem.name + ".done"))
+def unit_stem(work_dir: str | Path, index: int, part: int) -> Path:
+    """Where a file's (range's) work files start: ``0000003`` or ``0000003.p0002``."""
+    return Path(work_dir) / (f"{index:07d}" if part == 0 else f"{index:07d}.p{part:04d}")
+
+
+def index_paths(work_dir: str | Path, index: int, part: int = 0) -> tuple[Path, Path, Path]:
+    """(arrays, text spill, marker) of a file's (range's) index."""
+    stem = unit_stem(work_dir, index, part)
+    return (stem.with_name(stem.name + ".index.npz"), stem.with_name(stem.name + ".index.text"),
+            stem.with_name(stem.name + ".index.done"))
 
 
 def load_index_done(task: IndexTask) -> dict[str, Any] | None:
-    """The summary of a finished index of this file with the same settings, if any."""
-    arrays, text, marker = index_paths(task.work_dir, task.index)
+    """The summary of a finished index of this range with the same settings, if any."""
+    arrays, text, marker = index_paths(task.work_dir, task.index, task.part)
     try:
         summary = json.loads(marker.read_text())
     except (OSError, ValueError):
         return None
     if (summary.get("index_hash") != task.index_hash
-            or summary.get("sample") != SAMPLE_SETTINGS or not arrays.is_file()
-            or not text.is_file()):
+            or summary.get("sample") != SAMPLE_SETTINGS or summary.get("range") != task.range_key
+            or not arrays.is_file() or not text.is_file()):
         return None
     return summary
 
 
-def load_index(work_dir: str | Path, index: int) -> dict[str, np.ndarray]:
-    """A file's index arrays: candidates (``line``, ``domain``, ``nbytes``, ``priority``,
-    ``kept``, ``start``: byte offset of its text in the spill) and held-out documents
-    (``held_line``, ``held_domain``, ``held_nbytes``, ``held_priority``, ``held_start``);
-    domain codes index the summary's ``domains``."""
-    with np.load(index_paths(work_dir, index)[0]) as z:
+def load_index(work_dir: str | Path, index: int, part: int = 0) -> dict[str, np.ndarray]:
+    """A file's (range's) index arrays: candidates (``line``, ``domain``, ``nbytes``,
+    ``priority``, ``kept``, ``start``: byte offset of its text in the spill) and held-out
+    documents (``held_line``, ``held_domain``, ``held_nbytes``, ``held_priority``,
+    ``held_start``); domain codes index the summary's ``domains``."""
+    with np.load(index_paths(work_dir, index, part)[0]) as z:
         return {k: z[k] for k in z.files}
 
 
-class _Sample:
-    """One domain's tokenized sample: the rate sample as it streams, plus the lowest draws
-    above the rate that a top-up may still need (at most TOPUP_DOCS texts held)."""
+class Reserve:
+    """One domain's lowest draws above the sample rate that a top-up may still need: a draw
+    is held while fewer than TOPUP_DOCS lower ones, of fewer than TOPUP_BYTES bytes, are.
+
+    Which draws that keeps depends only on the set offered, not on its order, and the
+    reserve of a file equals the reserve of its ranges' reserves put together: that is what
+    lets split ranges give the unsplit sample."""
 
     def __init__(self) -> None:
-        self.reserve: list[tuple[float, int, str, int]] = []  # max-heap by draw: (-u, line, ...)
-        self.reserve_bytes = 0
+        self.heap: list[tuple[float, int, int, Any]] = []  # max-heap by draw: (-u, line, ...)
+        self.nbytes = 0
 
-    def offer(self, u: float, line: int, text: str) -> None:
-        if len(self.reserve) >= TOPUP_DOCS and -self.reserve[0][0] <= u:
-            return  # TOPUP_DOCS lower draws are held already: a top-up never reaches this one
-        cut = text[:SAMPLE_CHARS]
-        nbytes = len(cut.encode("utf-8", "surrogatepass"))
-        heapq.heappush(self.reserve, (-u, line, cut, nbytes))
-        self.reserve_bytes += nbytes
+    def wants(self, u: float) -> bool:
+        """False when TOPUP_DOCS lower draws are held already: a top-up never reaches ``u``."""
+        return len(self.heap) < TOPUP_DOCS or -self.heap[0][0] > u
+
+    def add(self, u: float, line: int, nbytes: int, payload: Any) -> None:
+        if not self.wants(u):
+            return
+        heapq.heappush(self.heap, (-u, line, nbytes, payload))
+        self.nbytes += nbytes
         # drop the highest draw while the lower ones already reach a top-up limit
-        while len(self.reserve) > TOPUP_DOCS or (
-            len(self.reserve) > 1 and self.reserve_bytes - self.reserve[0][3] >= TOPUP_BYTES
+        while len(self.heap) > TOPUP_DOCS or (
+            len(self.heap) > 1 and self.nbytes - self.heap[0][2] >= TOPUP_BYTES
         ):
-            self.reserve_bytes -= heapq.heappop(self.reserve)[3]
+            self.nbytes -= heapq.heappop(self.heap)[2]
 
-    def topup(self, docs: int, nbytes: int) -> list[tuple[str, int]]:
-        """(text, bytes) to add to a rate sample of ``docs`` documents and ``nbytes`` bytes."""
-        out = []
-        for _, _, cut, n in sorted(self.reserve, key=lambda r: (-r[0], r[1])):
-            if docs >= TOPUP_DOCS or nbytes >= TOPUP_BYTES:
-                break
-            out.append((cut, n))
-            docs += 1
-            nbytes += n
-        return out
+    def entries(self) -> list[tuple[float, int, int, Any]]:
+        """(u, line, bytes, payload), lowest draw first."""
+        return sorted(((-u, line, n, p) for u, line, n, p in self.heap),
+                      key=lambda r: (r[0], r[1]))
+
+
+def topup(docs: int, nbytes: int, entries: list[tuple[float, int, int, Any]]) -> list[Any]:
+    """Entries (lowest draw first) that top a rate sample of ``docs`` documents and
+    ``nbytes`` bytes up to TOPUP_DOCS documents or TOPUP_BYTES bytes."""
+    out = []
+    for entry in entries:
+        if docs >= TOPUP_DOCS or nbytes >= TOPUP_BYTES:
+            break
+        out.append(entry)
+        docs += 1
+        nbytes += entry[2]
+    return out
 
 
 class _Tokenized:
@@ -157,12 +195,22 @@ class _Tokenized:
         if self.chars >= SAMPLE_BATCH_CHARS:
             self.flush()
 
+    def _encode(self, texts: list[str]) -> list[Any]:
+        if self.tok is None:  # the backend is parsed once per process (rust_tokenizer)
+            self.tok = self.task.tokenizer.load()
+        return self.tok.encode_documents(texts, fast=True)
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        """Tokens of each text (with BOS/EOS), counted nowhere (a reserve's top-up entries)."""
+        out: list[int] = []
+        for k in range(0, len(texts), TOPUP_DOCS):
+            out += [len(ids) for ids in self._encode(texts[k : k + TOPUP_DOCS])]
+        return out
+
     def flush(self) -> None:
         if not self.batch:
             return
-        if self.tok is None:  # the backend is parsed once per process (rust_tokenizer)
-            self.tok = self.task.tokenizer.load()
-        ids = self.tok.encode_documents([t for _, t, _ in self.batch], fast=True)
+        ids = self._encode([t for _, t, _ in self.batch])
         for (domain, _, nbytes), doc_ids in zip(self.batch, ids, strict=True):
             st = self.stats[domain]
             st["sample_docs"] += 1
@@ -183,18 +231,19 @@ class _Columns:
 
 
 def index_file(task: IndexTask) -> dict[str, Any]:
-    """Index one file; write its arrays, text spill and marker; return the marker's summary."""
+    """Index one file (range); write its arrays, text spill and marker; return the marker's
+    summary: its stats as if the range were a whole file, plus its reserves (``topup``)."""
     cpu0 = time.process_time()
     skipped: Counter = Counter()
     domains: list[str] = []
     cand = _Columns(line="q", domain="q", nbytes="q", priority="Q", kept="b", start="q")
     held = _Columns(line="q", domain="q", nbytes="q", priority="Q", start="q")
     untok = _Columns(domain="q", nbytes="q")
-    path, text_path, marker = index_paths(task.work_dir, task.index)
+    path, text_path, marker = index_paths(task.work_dir, task.index, task.part)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_text = text_path.with_name(text_path.name + ".tmp")
     with open(tmp_text, "wb") as spill:
-        sample = _read(task, skipped, domains, cand, held, untok, spill)
+        sample, reserves = _read(task, skipped, domains, cand, held, untok, spill)
     arrays = {**cand.arrays(), **held.arrays("held_")}
     stats = _counts(domains, arrays, untok.arrays(), sample)
     dom_dtype = domain_code_dtype(len(domains))
@@ -209,9 +258,12 @@ def index_file(task: IndexTask) -> dict[str, Any]:
         "index_hash": task.index_hash,
         "sample": SAMPLE_SETTINGS,
         "index": task.index,
+        "part": task.part,
+        "range": task.range_key,
         "file": task.rel,
         "domains": domains,  # codes used in the arrays
         "stats": stats,
+        "topup": reserves,  # per domain: the rate sample's [docs, bytes, tokens], the reserve
         "skipped": dict(sorted(skipped.items())),
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
@@ -250,12 +302,13 @@ def _counts(domains: list[str], arrays: dict[str, np.ndarray], untok: dict[str, 
 def _read(
     task: IndexTask, skipped: Counter, domains: list[str], cand: _Columns, held: _Columns,
     untok: _Columns, spill: BinaryIO,
-) -> dict[str, Counter]:
-    """Read the file in order: candidate, held-out and never-eligible columns, the text
-    spill; return the tokenized sample's counters per domain."""
+) -> tuple[dict[str, Counter], dict[str, Any]]:
+    """Read the range in order: candidate, held-out and never-eligible columns, the text
+    spill; return the tokenized sample's counters per domain and each domain's ``topup``
+    (its rate sample's [docs, bytes, tokens], its reserve as [u, line, bytes, tokens])."""
     fields = Fields(text=task.text_field, domain=task.domain_field)
     code: dict[str, int] = {}
-    samples: list[_Sample] = []
+    samples: list[Reserve] = []
     counts: dict[str, Counter] = {}
     tokenized = _Tokenized(task, counts)
     room = task.long_threshold - task.tokenizer.specials_per_doc - 1
@@ -265,12 +318,12 @@ def _read(
     u_dom, u_nb = untok.cols["domain"].append, untok.cols["nbytes"].append
     write = spill.write
     at = 0  # bytes written to the text spill
-    for doc in iter_file(task.path, fields, skipped, task.strict):
+    for doc in iter_range(task.file_range, fields, skipped, task.strict):
         c = code.get(doc.domain)
         if c is None:
             c = code[doc.domain] = len(domains)
             domains.append(doc.domain)
-            samples.append(_Sample())
+            samples.append(Reserve())
             counts[doc.domain] = Counter()
         raw = doc.text.encode("utf-8", "surrogatepass")
         nbytes = len(raw)
@@ -287,8 +340,9 @@ def _read(
         if u < SAMPLE_RATE:
             cut = doc.text[:SAMPLE_CHARS]
             tokenized.add(doc.domain, cut, len(cut.encode("utf-8", "surrogatepass")))
-        else:
-            samples[c].offer(u, doc.index, doc.text)
+        elif samples[c].wants(u):
+            cut = doc.text[:SAMPLE_CHARS]
+            samples[c].add(u, doc.index, len(cut.encode("utf-8", "surrogatepass")), cut)
         kept = keeps_short(u, keep)
         # A token covers at least one byte (a SentencePiece dummy prefix may add one more),
         # so a document of fewer than threshold - specials - 1 bytes cannot be long.
@@ -305,9 +359,16 @@ def _read(
         write(raw)
         at += nbytes
     tokenized.flush()
+    reserves: dict[str, Any] = {}
     for d, smp in zip(domains, samples, strict=True):
         st = counts[d]
-        for text, n in smp.topup(st["sample_docs"], st["sample_bytes"]):
-            tokenized.add(d, text, n)
-    tokenized.flush()
-    return counts
+        entries = smp.entries()
+        tokens = tokenized.lengths([cut for *_, cut in entries])
+        reserve = [[u, line, n, t] for (u, line, n, _), t in zip(entries, tokens, strict=True)]
+        reserves[d] = {"rate": [st["sample_docs"], st["sample_bytes"], st["sample_tokens"]],
+                       "reserve": reserve}
+        for _, _, n, t in topup(st["sample_docs"], st["sample_bytes"], reserve):
+            st["sample_docs"] += 1
+            st["sample_bytes"] += n
+            st["sample_tokens"] += t
+    return counts, dict(sorted(reserves.items()))

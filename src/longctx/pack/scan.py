@@ -7,6 +7,10 @@ is recorded; the eligible ones (kept by their draw, or long) and the held-out do
 asked for have their tokens spilled with compact numpy metadata. A JSON marker written last
 makes the round's scan of the file reusable by a rerun that asks for the same rows.
 
+A split file (:mod:`longctx.pack.parts`) is scanned range by range: a task's rows are the
+file's, the range's index and text spill hold those from ``row_offset`` on, and each range
+has its own spill, named by :func:`spill_key` (round, range) in the file's spill sequence.
+
 This runs in worker processes (spawned or forked from a server; it imports neither
 transformers nor torch).
 """
@@ -24,11 +28,12 @@ from typing import Any
 import numpy as np
 
 from longctx.mix.strategies import is_long
-from longctx.pack.index import index_paths, load_index
+from longctx.pack.index import index_paths, load_index, unit_stem
 from longctx.pack.tok import TokenizerSpec
 
 BATCH_DOCS = 512
 BATCH_BYTES = 1 << 20  # bounds the memory of one encode_batch (Encodings are ~100 B/token)
+PART_BITS = 20  # a spill key holds the range in its low bits: at most 2**20 ranges a file
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,10 +46,13 @@ class ScanTask:
     long_threshold: int
     rows: np.ndarray  # int64, ascending: candidate rows of the file's index to tokenize
     held_rows: np.ndarray  # int64, ascending: held-out rows to tokenize
+    part: int = 0  # the file's range whose index holds these rows
+    row_offset: int = 0  # the file's candidate row of the range's first candidate
+    held_offset: int = 0  # ... and of its first held-out document
 
     @property
-    def stem(self) -> Path:
-        return Path(self.work_dir) / f"{self.index:07d}.r{self.round:03d}"
+    def key(self) -> int:
+        return spill_key(self.round, self.part)
 
     def digest(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.rows, dtype=np.int64).tobytes())
@@ -53,16 +61,25 @@ class ScanTask:
         return h.hexdigest()
 
 
-def spill_paths(work_dir: str | Path, index: int, rnd: int) -> tuple[Path, Path, Path]:
-    """(tokens, metadata, marker) of one file's scan in one round."""
-    stem = Path(work_dir) / f"{index:07d}.r{rnd:03d}"
+def spill_key(rnd: int, part: int) -> int:
+    """The number of a range's spill in a round (a file's spills are read in key order)."""
+    if not 0 <= part < 1 << PART_BITS:
+        raise ValueError(f"range {part}: a file has at most {1 << PART_BITS} ranges")
+    return rnd << PART_BITS | part
+
+
+def spill_paths(work_dir: str | Path, index: int, key: int) -> tuple[Path, Path, Path]:
+    """(tokens, metadata, marker) of one file's (range's) scan in one round (``key``:
+    :func:`spill_key`; round r of an unsplit file is key r << PART_BITS, 0 for round 0)."""
+    stem = unit_stem(work_dir, index, key & ((1 << PART_BITS) - 1))
+    stem = stem.with_name(f"{stem.name}.r{key >> PART_BITS:03d}")
     return (stem.with_name(stem.name + ".tokens.bin"), stem.with_name(stem.name + ".meta.npz"),
             stem.with_name(stem.name + ".done"))
 
 
 def load_done(task: ScanTask) -> dict[str, Any] | None:
     """The summary of a finished scan of these rows with the same settings, if any."""
-    tokens, meta, marker = spill_paths(task.work_dir, task.index, task.round)
+    tokens, meta, marker = spill_paths(task.work_dir, task.index, task.key)
     try:
         summary = json.loads(marker.read_text())
     except (OSError, ValueError):
@@ -73,11 +90,11 @@ def load_done(task: ScanTask) -> dict[str, Any] | None:
     return summary
 
 
-def load_meta(work_dir: str | Path, index: int, rnd: int) -> dict[str, np.ndarray]:
-    """A round's metadata: ``row``, ``length`` (every row asked for), ``start`` (token offset
-    in the spill, -1 where not eligible, so not spilled); ``held_row``, ``held_length``,
-    ``held_start``."""
-    with np.load(spill_paths(work_dir, index, rnd)[1]) as z:
+def load_meta(work_dir: str | Path, index: int, key: int) -> dict[str, np.ndarray]:
+    """A round's metadata (``key``: :func:`spill_key`): ``row``, ``length`` (every row asked
+    for, the file's rows), ``start`` (token offset in the spill, -1 where not eligible, so
+    not spilled); ``held_row``, ``held_length``, ``held_start``."""
+    with np.load(spill_paths(work_dir, index, key)[1]) as z:
         return {k: z[k] for k in z.files}
 
 
@@ -106,18 +123,20 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
     marker's summary."""
     cpu0 = time.process_time()
     tok = task.tokenizer.load()  # the backend is parsed once per process (rust_tokenizer)
-    index = load_index(task.work_dir, task.index)
-    tokens_path, meta_path, marker = spill_paths(task.work_dir, task.index, task.round)
+    index = load_index(task.work_dir, task.index, task.part)
+    tokens_path, meta_path, marker = spill_paths(task.work_dir, task.index, task.key)
     tmp_tokens = tokens_path.with_name(tokens_path.name + ".tmp")
     cols: dict[str, np.ndarray] = {}
     written = 0
-    with open(index_paths(task.work_dir, task.index)[1], "rb") as text, \
+    with open(index_paths(task.work_dir, task.index, task.part)[1], "rb") as text, \
             open(tmp_tokens, "wb") as out:
-        for pre, rows in (("", task.rows), ("held_", task.held_rows)):
+        for pre, rows, offset in (("", task.rows, task.row_offset),
+                                  ("held_", task.held_rows, task.held_offset)):
+            local = np.asarray(rows, dtype=np.int64) - offset
             length = np.zeros(len(rows), dtype=np.int64)
             start = np.full(len(rows), -1, dtype=np.int64)
-            keep = index["kept"][rows] if not pre else np.ones(len(rows), bool)
-            for batch in _texts(text, index[pre + "start"][rows], index[pre + "nbytes"][rows]):
+            keep = index["kept"][local] if not pre else np.ones(len(rows), bool)
+            for batch in _texts(text, index[pre + "start"][local], index[pre + "nbytes"][local]):
                 encoded = tok.encode_documents([t for _, t in batch], fast=True)
                 for (k, _), ids in zip(batch, encoded, strict=True):
                     n = len(ids)
@@ -136,6 +155,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
     summary = {
         "scan_hash": task.scan_hash,
         "index": task.index,
+        "part": task.part,
         "round": task.round,
         "rows": task.digest(),
         "docs": int(len(task.rows) + len(task.held_rows)),
