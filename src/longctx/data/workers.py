@@ -22,7 +22,10 @@ Step = Callable[[Any], Any]
 
 
 def _preload_modules(*steps: Step) -> list[str]:
-    return ["__main__", "longctx.data._preload", *sorted({s.__module__ for s in steps})]
+    """The steps' modules and the tokenizer preload. ``__main__`` only when a step is defined
+    there: for ``python -m longctx`` it is the whole CLI (about a CPU-second of imports the
+    workers never use)."""
+    return ["longctx.data._preload", *sorted({s.__module__ for s in steps})]
 
 
 def worker_context(step: Step, tokenizer_json: Path | None) -> Any:

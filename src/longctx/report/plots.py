@@ -1,4 +1,4 @@
-"""Plots for the report, drawn from the stage JSON files (matplotlib, Agg, no pyplot state).
+"""Plots for the report, drawn from the stage JSON files (Agg canvases, no pyplot state).
 
 Stages write their own PNGs (stats.png, needle.png, loss.png); the report re-uses those and
 draws only what is missing: the training curve, the before/after-mixing view of a build
@@ -11,16 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
-
-from longctx.plotting import (  # noqa: E402
+from longctx.plotting import (
     finite,
     label,
     loss_figure,
     needle_figure,
+    new_figure,
     other_label,
     png_bytes,
     short_domain,
@@ -35,14 +31,14 @@ _num = finite
 _short = short_domain
 
 
-def _png(fig: Figure) -> bytes:
+def _png(fig: Any) -> bytes:
     return png_bytes(fig, dpi=100)
 
 
 @verbatim
 def training_curve(metrics: Sequence[dict[str, Any]], title: str = "training") -> bytes:
     """Loss (and held-out loss) per step; tokens/s on a second axis when logged."""
-    fig = Figure(figsize=(7, 3.6))
+    fig = new_figure((7, 3.6))
     ax = fig.add_subplot(1, 1, 1)
     steps = [m.get("step") for m in metrics]
     pts = [(s, _num(m.get("loss"))) for s, m in zip(steps, metrics, strict=True)]
@@ -112,7 +108,7 @@ def mixture_plot(build: dict[str, Any], title: str = "mixture") -> bytes:
     at most MAX_DOMAINS bars, the smallest domains summed as "other"."""
     rows = bounded_rows(mixture_rows(build))
     names = [r["domain"] for r in rows]
-    fig = Figure(figsize=(10, 3.6))
+    fig = new_figure((10, 3.6))
     _bars(
         fig.add_subplot(1, 2, 1),
         names,
