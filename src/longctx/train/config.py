@@ -25,6 +25,9 @@ ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3")
 SCHEDULES = ("constant", "cosine")
 DOC_MASKS = ("none", "mask")
 DEVICES = ("auto", "cpu", "cuda")
+CE_IMPLS = ("chunked", "fused", "liger")
+CHECKPOINT_POLICIES = ("full", "selective")
+ATTENTIONS = ("auto", "sdpa", "flex", "flash")
 TINY = "tiny"
 DATA_STAGE = "data.build"
 EVAL_STAGES = ("data.build", "data.heldout")
@@ -104,7 +107,20 @@ class TrainConfig:
     precision: str = opt("auto", "auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16.", panel=_M)
     device: str = opt("auto", "auto | cpu | cuda.", panel=_M)
     checkpointing: bool = opt(True, "Activation checkpointing.", panel=_M)
+    checkpoint_policy: str = opt("full", "With --checkpointing: full (recompute each decoder "
+                                 "layer) | selective (keep matmul and attention outputs, "
+                                 "recompute the cheap elementwise ops).", panel=_M)
+    activation_offload: bool = opt(False, "Move each decoder layer's saved activations to "
+                                   "pinned host memory, prefetched in backward (CUDA only).",
+                                   panel=_M)
+    compile: bool = opt(False, "torch.compile each decoder layer (regional compilation).",
+                        panel=_M)
+    attention: str = opt("auto", "auto (flex for --doc-mask mask on GPU, sdpa otherwise) | "
+                         "sdpa | flex | flash (needs flash-attn and a GPU).", panel=_M)
     ce_chunk: int = opt(4096, "Tokens per cross-entropy chunk (0 = whole sequence).", panel=_M)
+    ce_impl: str = opt("chunked", "chunked (LM head recomputed in backward) | fused (loss "
+                       "gradient computed in the forward, chunk by chunk) | liger "
+                       "(Liger-Kernel, CUDA only).", panel=_M)
     fsdp: bool = opt(False, "FSDP2 sharding (automatic under torchrun).", panel=_M)
     cpu_offload: bool = opt(False, "Keep params/grads/optimizer on the host (FSDP2).", panel=_M)
     gpu_memory_gb: float | None = opt(None, "Memory per GPU for the preflight check.",
@@ -259,10 +275,12 @@ class TrainConfig:
             except DtypeError:
                 raise bad(key, f"must be one of {', '.join(allowed)}") from None
         choices = {"rope_type": ROPE_TYPES, "schedule": SCHEDULES, "doc_mask": DOC_MASKS,
-                   "device": DEVICES}
+                   "device": DEVICES, "ce_impl": CE_IMPLS,
+                   "checkpoint_policy": CHECKPOINT_POLICIES, "attention": ATTENTIONS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise bad(key, f"must be one of {', '.join(allowed)}")
+        self._validate_fast_paths()
         if self.rope_type != "default":
             if self.rope_factor is None or not self.rope_factor >= 1:
                 raise ConfigError(
@@ -280,6 +298,18 @@ class TrainConfig:
                 f"heads and heads by kv heads (got {self.tiny_hidden}/{self.tiny_heads}/"
                 f"{self.tiny_kv_heads})"
             )
+
+    def _validate_fast_paths(self) -> None:
+        """Refuse, in one line, a fast path this machine cannot run (not installed, or CUDA
+        only while ``device`` is cpu, or auto with no GPU visible)."""
+        from longctx.train.fastpaths import FastPathError, check_fast_paths, resolved_device_type
+
+        if self.ce_impl != "liger" and not self.activation_offload and self.attention != "flash":
+            return  # nothing device-bound asked for; keeps validate() free of the torch import
+        try:
+            check_fast_paths(self, resolved_device_type(self))
+        except FastPathError as e:
+            raise ConfigError(str(e)) from None
 
     def _validate_eval(self) -> None:
         """The evaluation-during-training keys, with the meaning `eval loss`/`eval needle` give them."""

@@ -7,7 +7,8 @@ One function, :func:`train`, read in order:
    an unreadable or pickle-based format) is refused, or discarded with ``--force``
 1. process group and device; data rows; the model with its RoPE set in the config
 2. preflight memory estimate (refuses configs that cannot fit, with the numbers)
-3. activation checkpointing, FSDP2 sharding (optional), AdamW
+3. the fast paths of ``fastpaths.py`` (checkpointing by policy, activation offload,
+   regional compilation), FSDP2 sharding (optional), AdamW
 4. resume from ``OUT/checkpoints/latest`` when present (same command, larger ``--steps``)
 5. for each step: gradient accumulation over this rank's micro-batches, clip, and a
    non-finite loss or gradient check *before* the optimizer step (a divergence stops with a
@@ -46,6 +47,7 @@ from longctx.train import checkpoint as ckpt
 from longctx.train import distributed as distrib
 from longctx.train.config import EVAL_STAGES, TrainConfig
 from longctx.train.evaluate import TrainingEval, describe_cost
+from longctx.train.fastpaths import FastPathError, prepare_model
 from longctx.train.loader import GlobalSampler, TrainRows, micro_batches
 from longctx.train.memory import estimate, gpu_memory_bytes, preflight
 from longctx.train.model import CausalLMWithLoss, build_model, count_parameters
@@ -53,15 +55,6 @@ from longctx.train.model import CausalLMWithLoss, build_model, count_parameters
 
 class TrainError(LongctxError):
     pass
-
-
-def enable_checkpointing(model: Any) -> None:
-    """Non-reentrant activation checkpointing per decoder layer (API renamed in transformers 5.2x)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -203,9 +196,11 @@ def _run(cfg: TrainConfig, out: Path, cfg_hash: str, d: distrib.Dist) -> dict[st
         preflight(est, available, what=f"model {cfg.model} at seq_len {seq_len}")
 
     # 3. memory features, sharding, optimizer -------------------------------------------
-    if cfg.checkpointing:
-        enable_checkpointing(model)
-    wrapper = CausalLMWithLoss(model, cfg.ce_chunk)
+    try:
+        prepare_model(model, cfg, device_type=d.device.type)
+    except FastPathError as e:
+        raise TrainError(str(e)) from None
+    wrapper = CausalLMWithLoss(model, cfg.ce_chunk, cfg.ce_impl)
     if sharded:
         distrib.shard(wrapper, list(model.model.layers), bf16=bf16,
                       cpu_offload=cfg.cpu_offload, device=d.device)
@@ -237,10 +232,11 @@ def _run(cfg: TrainConfig, out: Path, cfg_hash: str, d: distrib.Dist) -> dict[st
         if d.is_main:
             print(f"train: resumed from {latest} at step {start_step}")
     last: dict[str, Any] = {}
+    fast = fast_paths(cfg, model)
 
     def manifest(status: str, **extra: Any) -> dict[str, Any]:
         return _manifest(cfg, cfg_hash, status, rope_params, n_params, est, sampler.step,
-                         tokens_seen, d.world, last, resume_key, **extra)
+                         tokens_seen, d.world, last, resume_key, fast, **extra)
 
     metrics_path = out / "metrics.jsonl"
     if d.is_main:
@@ -355,6 +351,14 @@ def _run(cfg: TrainConfig, out: Path, cfg_hash: str, d: distrib.Dist) -> dict[st
 
 
 # ------------------------------------------------------------------------------ helpers
+def fast_paths(cfg: TrainConfig, model: Any) -> dict[str, Any]:
+    """What the steps ran with, as resolved (``attention`` auto becomes the kernel used)."""
+    return {"ce_impl": cfg.ce_impl,
+            "checkpointing": cfg.checkpoint_policy if cfg.checkpointing else "off",
+            "activation_offload": cfg.activation_offload, "compile": cfg.compile,
+            "attention": model.config._attn_implementation}
+
+
 def _trainer(cfg: TrainConfig, sampler: GlobalSampler, tokens: int,
              resume_key: dict[str, Any]) -> dict[str, Any]:
     return {"tokens": tokens, "sampler": sampler.state_dict(), "resume_key": resume_key}
@@ -509,7 +513,7 @@ def _tensorboard(out: Path, cfg: TrainConfig) -> Any:
 
 def _manifest(cfg: TrainConfig, cfg_hash: str, status: str, rope: dict, params: int, est: Any,
               step: int, tokens: int, world: int, last: dict, resume_key: dict[str, Any],
-              export: dict | None = None, seconds: float | None = None,
+              fast: dict[str, Any], export: dict | None = None, seconds: float | None = None,
               reason: str | None = None) -> dict[str, Any]:
     out = {
         "stage": "train",
@@ -530,6 +534,7 @@ def _manifest(cfg: TrainConfig, cfg_hash: str, status: str, rope: dict, params: 
         "final_eval_loss": last.get("eval_loss"),
         "memory_estimate_bytes": est.as_dict(),
         "resume_key": resume_key,
+        "fast_paths": fast,
         "export": export,
         "seconds": seconds,
     }

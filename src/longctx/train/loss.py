@@ -5,6 +5,11 @@ chunk's logits are computed, reduced to a loss and dropped; the backward pass re
 (``torch.utils.checkpoint``), so only one chunk of logits exists at any moment. Training
 sums the losses (:func:`chunked_cross_entropy`); evaluation keeps one loss per token
 (:func:`chunked_token_losses`) through the same head-and-loss step.
+
+:func:`fused_cross_entropy` (``ce_impl: fused``) skips the recompute: each chunk's gradients
+(softmax minus one-hot, times the head) are computed in the forward, right after its loss, and
+the backward only scales them. :func:`liger_cross_entropy` (``ce_impl: liger``) hands the same
+job to Liger-Kernel's Triton kernel (CUDA only).
 """
 
 from __future__ import annotations
@@ -62,3 +67,83 @@ def chunked_token_losses(hidden: Any, weight: Any, targets: Any, chunk: int) -> 
         for start in range(0, h.shape[0], chunk)
     ]
     return torch.cat(parts).reshape(targets.shape)
+
+
+def fused_cross_entropy(hidden: Any, weight: Any, targets: Any, chunk: int) -> tuple[Any, Any]:
+    """:func:`chunked_cross_entropy` with the gradient computed in the forward (no recompute).
+
+    Same value and gradients; the logits of a chunk live only while that chunk is processed.
+    The matmuls run in the dtype the chunked path's ``hidden @ weight.t()`` would use (the
+    autocast dtype under autocast, else the operands'), the softmax and both gradient
+    accumulators in fp32. Saved for backward: the gradient w.r.t. ``hidden`` in ``hidden``'s
+    dtype and the one w.r.t. ``weight`` in ``weight``'s dtype (accumulated in fp32 over the
+    chunks, cast once). Without grad (eval) only the loss is computed.
+    """
+    import torch
+
+    if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad):
+        return chunked_cross_entropy(hidden, weight, targets, chunk)
+    count = (targets != IGNORE).sum()
+    return _fused_function().apply(hidden, weight, targets, chunk), count
+
+
+_FUSED: Any = None
+
+
+def _fused_function() -> Any:
+    """The autograd Function of :func:`fused_cross_entropy` (built lazily: no torch import)."""
+    global _FUSED
+    if _FUSED is not None:
+        return _FUSED
+    import torch
+
+    class _FusedLinearCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, targets: Any, chunk: int) -> Any:
+            device = hidden.device.type
+            mm_dtype = (torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
+                        else torch.promote_types(hidden.dtype, weight.dtype))
+            h = hidden.reshape(-1, hidden.shape[-1])
+            t = targets.reshape(-1)
+            n = h.shape[0]
+            step = chunk if 0 < chunk < n else max(n, 1)
+            w = weight.to(mm_dtype)
+            grad_h = torch.empty_like(h)
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            with torch.autocast(device, enabled=False):
+                for start in range(0, n, step):
+                    hs = h[start : start + step].to(mm_dtype)
+                    ts = t[start : start + step]
+                    scored = ts != IGNORE
+                    safe = torch.where(scored, ts, 0)
+                    logits = (hs @ w.t()).float()
+                    lse = torch.logsumexp(logits, dim=-1)
+                    picked = logits.gather(1, safe[:, None]).squeeze(1)
+                    total += torch.where(scored, lse - picked, 0.0).sum()
+                    # d(sum of losses)/d(logits) = softmax - onehot on scored rows, 0 elsewhere
+                    grad = logits.sub_(lse[:, None]).exp_()
+                    grad[torch.arange(len(ts), device=grad.device), safe] -= 1.0
+                    grad.mul_(scored[:, None])
+                    g = grad.to(mm_dtype)
+                    grad_h[start : start + step] = (g @ w).to(h.dtype)
+                    grad_w += (g.t() @ hs).float()
+            ctx.save_for_backward(grad_h.reshape(hidden.shape), grad_w.to(weight.dtype))
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, grad_out: Any) -> Any:
+            grad_h, grad_w = ctx.saved_tensors
+            return grad_h * grad_out.to(grad_h.dtype), grad_w * grad_out.to(grad_w.dtype), None, None
+
+    _FUSED = _FusedLinearCrossEntropy
+    return _FUSED
+
+
+def liger_cross_entropy(hidden: Any, weight: Any, targets: Any) -> tuple[Any, Any]:
+    """(sum of token losses, scored tokens) through Liger-Kernel's fused linear cross-entropy."""
+    from longctx.train.fastpaths import liger_loss
+
+    t = targets.reshape(-1)
+    loss = liger_loss()(weight, hidden.reshape(-1, hidden.shape[-1]), t)
+    return loss, (t != IGNORE).sum()

@@ -3,8 +3,8 @@
 Every model is built by :func:`longctx.models.load_causal_lm`, the one builder eval uses
 too; RoPE is applied to the *config* before the weights are loaded (``longctx.rope``), so
 the rotary module is constructed with the trained frequencies. :class:`CausalLMWithLoss` wraps
-the HF model so the loss is computed in sequence chunks (``loss.py``) and so FSDP's root
-hooks see one forward that covers embeddings, decoder and head.
+the HF model so the loss is computed in sequence chunks (``loss.py``, by ``ce_impl``) and so
+FSDP's root hooks see one forward that covers embeddings, decoder and head.
 """
 
 from __future__ import annotations
@@ -35,9 +35,17 @@ def tiny_config(cfg: TrainConfig, vocab_size: int, bos: int | None, eos: int | N
     )
 
 
-def attention_implementation(device_type: str, doc_mask: str) -> str:
-    """flex_attention for document masks on GPU (block-sparse), sdpa otherwise."""
-    return "flex_attention" if device_type == "cuda" and doc_mask == "mask" else "sdpa"
+def attention_implementation(device_type: str, doc_mask: str, attention: str = "auto") -> str:
+    """transformers' attention for ``attention``; auto: flex_attention for document masks on
+    GPU (block-sparse), sdpa otherwise. flash is FlashAttention 3, 2 or 4, whichever is
+    installed (refused when none is, or off CUDA)."""
+    if attention == "auto":
+        return "flex_attention" if device_type == "cuda" and doc_mask == "mask" else "sdpa"
+    if attention == "flash":
+        from longctx.train.fastpaths import flash_implementation
+
+        return flash_implementation(device_type)
+    return {"sdpa": "sdpa", "flex": "flex_attention"}[attention]
 
 
 def build_model(cfg: TrainConfig, *, device_type: str = "cpu") -> tuple[Any, Path, dict]:
@@ -59,7 +67,7 @@ def build_model(cfg: TrainConfig, *, device_type: str = "cpu") -> tuple[Any, Pat
         rope=train_rope(cfg),
         min_positions=seq_len,
         dtype=torch.float32,
-        attn_implementation=attention_implementation(device_type, cfg.doc_mask),
+        attn_implementation=attention_implementation(device_type, cfg.doc_mask, cfg.attention),
         seed=cfg.seed,
     )
     return model, tok_dir, params
@@ -80,8 +88,8 @@ def train_rope(cfg: TrainConfig) -> dict[str, Any]:
 class CausalLMWithLoss:
     """Factory for the wrapper module (defined lazily so importing this file needs no torch)."""
 
-    def __new__(cls, lm: Any, ce_chunk: int) -> Any:  # type: ignore[misc]
-        return _wrapper_class()(lm, ce_chunk)
+    def __new__(cls, lm: Any, ce_chunk: int, ce_impl: str = "chunked") -> Any:  # type: ignore[misc]
+        return _wrapper_class()(lm, ce_chunk, ce_impl)
 
 
 _WRAPPER: Any = None
@@ -93,15 +101,25 @@ def _wrapper_class() -> Any:
         return _WRAPPER
     import torch
 
-    from longctx.train.loss import chunked_cross_entropy
+    from longctx.train.loss import (
+        chunked_cross_entropy,
+        fused_cross_entropy,
+        liger_cross_entropy,
+    )
+
+    losses = {"chunked": chunked_cross_entropy, "fused": fused_cross_entropy,
+              "liger": lambda h, w, t, chunk: liger_cross_entropy(h, w, t)}
 
     class _CausalLMWithLoss(torch.nn.Module):
         """forward(input_ids, position_ids, targets) -> (sum of token losses, token count)."""
 
-        def __init__(self, lm: Any, ce_chunk: int) -> None:
+        def __init__(self, lm: Any, ce_chunk: int, ce_impl: str) -> None:
             super().__init__()
+            if ce_impl not in losses:
+                raise ValueError(f"ce_impl must be one of {', '.join(losses)} (got {ce_impl!r})")
             self.lm = lm
             self.ce_chunk = ce_chunk
+            self.ce_impl = ce_impl
 
         def forward(self, input_ids: Any, position_ids: Any, targets: Any) -> Any:
             # attention_mask=None + position_ids resets: transformers builds the per-document
@@ -111,7 +129,8 @@ def _wrapper_class() -> Any:
                 use_cache=False,
             )
             hidden = out.last_hidden_state
-            return chunked_cross_entropy(hidden, self.lm.lm_head.weight, targets, self.ce_chunk)
+            loss = losses[self.ce_impl]
+            return loss(hidden, self.lm.lm_head.weight, targets, self.ce_chunk)
 
     _WRAPPER = _CausalLMWithLoss
     return _WRAPPER
