@@ -394,6 +394,10 @@ def _plan(cfg: PlanConfig) -> None:
                f", and {least.host_bytes / GiB:.0f} GiB of host memory"))
     if not cfg.json:
         typer.echo(f"recommended: {' '.join(command)}")
+        named = (f"; {cfg.model} is a shape: give --model a model folder of that shape"
+                 if cfg.model in ("llama-1b", "llama-8b") else "")
+        typer.echo(f"(DATA: your packed data, OUT: the output folder; add --steps N or "
+                   f"--tokens T{named})")
 
 
 def _label(c: Combo) -> str:
