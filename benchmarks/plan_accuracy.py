@@ -18,7 +18,7 @@ A peak is invalid when the run did not reset it: records written before the benc
 recorded ``peak_valid`` whose peak equals an earlier case's of the same file (the cases of a
 group share a process) are kept for tokens/s but not used for memory.
 
-    PYTHONPATH=src python benchmarks/plan_accuracy.py [--update]
+    PYTHONPATH=src python benchmarks/plan_accuracy.py [--update] [--include OUT/results.json]
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ H0_GRID = [float(h) for h in range(0, 4001, 4)]
 
 # ----------------------------------------------------------------------------- cases
 def run_config(rec: dict[str, Any]) -> dict[str, Any]:
-    """The planner config of one benchmark record."""
+    """The planner config of a benchmark record written before records carried their own
+    (``plan_config``)."""
     ckpt = bool(rec.get("checkpointing"))
     return {
         "arch": rec["arch"],
@@ -86,22 +87,25 @@ def peak_validity(recs: list[dict[str, Any]]) -> list[str | None]:
     return out
 
 
-def measured_cases() -> list[dict[str, Any]]:
-    """Every GPU training case with a tokens/s measurement, from benchmarks/results/."""
+def measured_cases(extra: list[Path]) -> list[dict[str, Any]]:
+    """Every GPU training case with a tokens/s measurement, from benchmarks/results/ and the
+    ``extra`` results files."""
     cases = []
-    for path in sorted(RESULTS.glob("train_gpu*.json")):
+    for path in [*sorted(RESULTS.glob("train_gpu*.json")), *extra]:
         doc = json.loads(path.read_text())
+        if doc.get("mode") != "gpu":
+            continue
         env = doc.get("environment", {})
         recs = [r for r in doc.get("cases", []) if r.get("status") == "ok"
                 and r.get("arch") in ARCHS and r.get("tokens_per_s")]
         for rec, invalid in zip(recs, peak_validity(recs), strict=True):
             cases.append({
                 "name": rec["name"],
-                "source": str(path.relative_to(REPO)),
+                "source": _shown(path),
                 "gpu": rec.get("gpu") or env.get("gpu"),
                 "torch": env.get("torch"),
                 "transformers": env.get("transformers"),
-                "config": run_config(rec),
+                "config": rec.get("plan_config") or run_config(rec),
                 "measured": {
                     "peak_mem_gib": rec.get("peak_mem_gb"),
                     "peak_valid": invalid is None,
@@ -110,6 +114,12 @@ def measured_cases() -> list[dict[str, Any]]:
                 },
             })
     return cases
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 # ----------------------------------------------------------------------------- fit
@@ -235,8 +245,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--update", action="store_true",
                     help="refit and rewrite src/longctx/train/calibration.json")
+    ap.add_argument("--include", type=Path, nargs="*", default=[],
+                    help="more results.json files of train_throughput.py --gpu")
+    ap.add_argument("--out", type=Path, default=RESULTS / "plan_accuracy.json",
+                    help="where the comparison goes [benchmarks/results/plan_accuracy.json]")
     args = ap.parse_args()
-    cases = measured_cases()
+    cases = measured_cases(args.include)
     current = json.loads(CALIBRATION.read_text()) if CALIBRATION.is_file() else None
     start = copy.deepcopy(current["fit"]) if current else {
         "activation_factor": 1.0, "efficiency": {"sdpa": 0.4}, "width_half": 0.0}
@@ -252,9 +266,8 @@ def main() -> None:
         }, indent=2) + "\n")
         print(f"wrote {CALIBRATION.relative_to(REPO)}")
     summary = report(cases, fit)
-    out = RESULTS / "plan_accuracy.json"
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {out.relative_to(REPO)}")
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {_shown(args.out)}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,16 @@
 CPU mode (default): tokens/s and peak RSS per sequence length for ``tiny`` and a
 SmolLM2-135M-architecture model (random init, fp32 and bf16 autocast).
 
-GPU mode (``--gpu``): MFU for a SmolLM2-135M-architecture config and a 1B-class LLaMA config
-at 16K-64K, a check that an 8B-class config at 64K fits with activation checkpointing +
-chunked cross-entropy + FSDP2 CPU offload, a flex_attention document-mask parity check and
-a short end-to-end ``longctx train`` run on CUDA.
+GPU mode (``--gpu``): MFU and peak memory of a 1B-class LLaMA at 16K/32K (with and without
+checkpointing, flex_attention document mask) and of SmolLM2-135M's architecture at 32K; the
+fast paths of ``train/fastpaths.py`` on the 1B class at 32K (fused CE, selective
+checkpointing, activation offload, regional compile); an 8B-class LLaMA at 128K on one GPU
+with the combination ``longctx plan`` recommends (then its next ones if that fails); a
+flex_attention parity check and a short end-to-end ``longctx train`` run on CUDA. Every case
+records the planner's predicted peak memory and tokens/s next to the measurement, and the
+allocated memory at its start (``peak_valid``: the cases of a group share a process, so a
+case's peak is its own only when nothing of the previous case was left).
+The architectures are ``longctx.train.archs.ARCHS``.
 
     MFU = (6 * N * tokens + attention FLOPs) / (seconds * bf16 peak)
     N = parameters that take part in matmuls (all but the input embedding; a tied head counts once)
@@ -37,49 +43,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-ARCH: dict[str, dict[str, Any]] = {
-    # SmolLM2-135M (the embedded model's config.json)
-    "smollm2-135m": dict(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        tie_word_embeddings=True,
-    ),
-    # 1B class: the shape of Llama-3.2-1B
-    "llama-1b": dict(
-        vocab_size=128256,
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        tie_word_embeddings=True,
-    ),
-    # 8B class: the shape of Llama-3-8B
-    "llama-8b": dict(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        tie_word_embeddings=False,
-    ),
-    # the test model (vocab of the embedded tokenizer)
-    "tiny": dict(
-        vocab_size=49152,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    ),
-}
-
 K = 1024
 CPU_CASES = [
     *[dict(name=f"tiny-{n}-fp32", arch="tiny", seq_len=n, steps=3) for n in (256, 1024, 4096)],
@@ -90,17 +53,16 @@ CPU_CASES = [
     dict(name="smollm2-1024-bf16", arch="smollm2-135m", seq_len=1024, steps=2, bf16=True),
 ]
 # GPU groups run in order, each in its own process; the most important results come first.
+# Every case records the planner's prediction (longctx plan) next to its measurement. The
+# whole stays under gpu_train_check.sh's 475 s: 105 + 110 + 175 + 60 s of group time caps.
 GPU_GROUPS: list[dict[str, Any]] = [
     dict(
-        timeout=190,
-        cases=[
+        timeout=105,
+        cases=[  # the calibration cases again, each with a peak of its own
             dict(name="llama1b-32k", arch="llama-1b", seq_len=32 * K, checkpointing=False),
             dict(name="llama1b-32k-ckpt", arch="llama-1b", seq_len=32 * K),
             dict(name="llama1b-16k", arch="llama-1b", seq_len=16 * K, checkpointing=False),
-            dict(name="llama1b-64k-ckpt", arch="llama-1b", seq_len=64 * K),
-            dict(name="smollm2-16k", arch="smollm2-135m", seq_len=16 * K, checkpointing=False),
             dict(name="smollm2-32k", arch="smollm2-135m", seq_len=32 * K, checkpointing=False),
-            dict(name="smollm2-64k-ckpt", arch="smollm2-135m", seq_len=64 * K),
             dict(
                 name="llama1b-32k-docmask-flex",
                 arch="llama-1b",
@@ -112,21 +74,57 @@ GPU_GROUPS: list[dict[str, Any]] = [
         ],
     ),
     dict(
-        timeout=160,
-        cases=[
+        timeout=110,
+        cases=[  # the fast paths (train/fastpaths.py) on the 1B class at 32K
+            dict(name="llama1b-32k-fused", arch="llama-1b", seq_len=32 * K, ce_impl="fused"),
             dict(
-                name="llama8b-64k-offload",
-                arch="llama-8b",
-                seq_len=64 * K,
-                offload=True,
-                steps=1,
-                cap=90,
+                name="llama1b-32k-selective-fused",
+                arch="llama-1b",
+                seq_len=32 * K,
+                checkpoint_policy="selective",
+                ce_impl="fused",
+            ),
+            dict(
+                name="llama1b-32k-actoffload-fused",
+                arch="llama-1b",
+                seq_len=32 * K,
+                activation_offload=True,
+                ce_impl="fused",
+            ),
+            dict(
+                name="llama1b-32k-selective-fused-compile",
+                arch="llama-1b",
+                seq_len=32 * K,
+                checkpoint_policy="selective",
+                ce_impl="fused",
+                compile=True,
             ),
         ],
     ),
-    dict(timeout=100, cases=[dict(name="e2e-longctx-train-cuda", kind="e2e")]),
+    dict(
+        timeout=175,
+        cases=[  # 8B class at 128K on one GPU: the planner's pick, then its next ones
+            *[
+                dict(
+                    name=f"llama8b-128k-plan{rank}",
+                    arch="llama-8b",
+                    seq_len=128 * K,
+                    planned=rank,
+                    steps=0,  # one step (the warm-up) is ~1 minute: it is the timing
+                    cap=0,
+                    **({"fallback_of": f"llama8b-128k-plan{rank - 1}"} if rank else {}),
+                )
+                for rank in range(3)
+            ],
+        ],
+    ),
+    dict(timeout=60, cases=[dict(name="e2e-longctx-train-cuda", kind="e2e")]),
 ]
+# 8B on one GPU trains bf16 weights (fp32 master copies + Adam, 16 bytes a parameter, would
+# not fit the 128 GB host either): 4 x 2 bytes a parameter in pinned host memory.
+BF16_WEIGHT_ARCHS = ("llama-8b",)
 
+PEAK_LEFTOVER_GB = 0.25  # allocated at a case's start above this: its peak is not its own
 PEAK_BF16 = [  # dense bf16 tensor-core peak, FLOP/s (vendor datasheets)
     ("H100 PCIE", 756e12),
     ("H100", 989.4e12),
@@ -167,21 +165,92 @@ def peak_flops(name: str, override: float | None) -> float | None:
     return None
 
 
+def plan_config(case: dict) -> dict[str, Any]:
+    """The case in the planner's terms (the keys of calibration.json's cases)."""
+    offload = bool(case.get("offload"))
+    ckpt = case.get("checkpointing", True) or offload
+    return {
+        "arch": case["arch"],
+        "seq_len": case["seq_len"],
+        "micro_batch": 1,
+        "gpus": 1,
+        "policy": case.get("checkpoint_policy", "full") if ckpt else "none",
+        "activation_offload": bool(case.get("activation_offload")),
+        "cpu_offload": offload,
+        "ce_chunk": case.get("ce_chunk", 4096),
+        "ce_impl": case.get("ce_impl", "chunked"),
+        "attention": "flex" if case.get("doc_mask") else "sdpa",
+        "param_bytes": 2 if offload and case["arch"] in BF16_WEIGHT_ARCHS else 4,
+        "compile": bool(case.get("compile")),
+    }
+
+
+def planned_case(case: dict, device: Any) -> dict:
+    """``case`` with the settings of the planner's ``case["planned"]``-th fastest fitting
+    combination (0 = the one ``longctx plan`` recommends) on this GPU and host, counting
+    combinations that differ in more than the CE chunk, among those build() can run."""
+    import torch
+
+    from longctx.train.archs import ARCHS
+    from longctx.train.plan import GPUS, gpu_named, host_memory_bytes, plan
+
+    gpu = gpu_named(torch.cuda.get_device_name(device)) or GPUS["h100"]
+    total = float(torch.cuda.get_device_properties(device).total_memory)
+    preds = plan(ARCHS[case["arch"]], seq_len=case["seq_len"], gpus=1,
+                 batch_tokens=case["seq_len"], gpu=gpu, gpu_bytes=total,
+                 host_available=host_memory_bytes(),
+                 param_bytes=2 if case["arch"] in BF16_WEIGHT_ARCHS else 4)
+    picked, seen = [], set()
+    for p in preds:
+        c = p.combo
+        key = (c.policy, c.activation_offload, c.cpu_offload, c.ce_impl)
+        # bf16 weights are built for the offload path only (build()): plan only those
+        buildable = c.cpu_offload or case["arch"] not in BF16_WEIGHT_ARCHS
+        if p.fits and buildable and key not in seen:
+            seen.add(key)
+            picked.append(c)
+    if case["planned"] >= len(picked):
+        raise RuntimeError(f"the planner has only {len(picked)} fitting combinations")
+    c = picked[case["planned"]]
+    return {**case, "checkpointing": c.policy != "none",
+            "checkpoint_policy": c.policy if c.policy != "none" else "full",
+            "activation_offload": c.activation_offload, "offload": c.cpu_offload,
+            "ce_chunk": c.ce_chunk, "ce_impl": c.ce_impl}
+
+
+def fast_path_config(case: dict, device: Any) -> Any:
+    """The TrainConfig keys ``prepare_model`` reads, from the case."""
+    from longctx.train.config import TrainConfig
+
+    offload = bool(case.get("offload"))
+    return TrainConfig(
+        device=device.type,
+        checkpointing=bool(case.get("checkpointing", True) or offload),
+        checkpoint_policy=case.get("checkpoint_policy", "full"),
+        activation_offload=bool(case.get("activation_offload")),
+        compile=bool(case.get("compile")),
+        ce_impl=case.get("ce_impl", "chunked"),
+    )
+
+
 def build(case: dict, device: Any) -> tuple[Any, Any, str]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from longctx.train.loop import enable_checkpointing
+    from longctx.train.archs import llama_kwargs
+    from longctx.train.fastpaths import prepare_model
     from longctx.train.model import CausalLMWithLoss
 
     seq_len = case["seq_len"]
     attn = "flex_attention" if case.get("doc_mask") and device.type == "cuda" else "sdpa"
     cfg = LlamaConfig(
-        **ARCH[case["arch"]],
+        **llama_kwargs(case["arch"]),
         max_position_embeddings=seq_len,
         rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
         use_cache=False,
     )
+    fast = fast_path_config(case, device)
+    ce = dict(ce_chunk=case.get("ce_chunk", 4096), ce_impl=fast.ce_impl)
     mode = "fp32 master + bf16 autocast" if case.get("bf16", device.type == "cuda") else "fp32"
     if case.get("offload"):
         # 8B on one GPU: bf16 weights (fp32 master copies + Adam would not fit in 128 GB host
@@ -193,8 +262,8 @@ def build(case: dict, device: Any) -> tuple[Any, Any, str]:
             model = LlamaForCausalLM._from_config(
                 cfg, attn_implementation=attn, dtype=torch.bfloat16
             )
-        enable_checkpointing(model)
-        wrapper = CausalLMWithLoss(model, case.get("ce_chunk", 4096))
+        prepare_model(model, fast, device_type=device.type)
+        wrapper = CausalLMWithLoss(model, **ce)
         # (offload needs CUDA; on CPU the same meta-init + sharding flow runs without it)
         shard(
             wrapper,
@@ -220,9 +289,8 @@ def build(case: dict, device: Any) -> tuple[Any, Any, str]:
             model = LlamaForCausalLM._from_config(
                 cfg, attn_implementation=attn, dtype=torch.float32
             )
-        if case.get("checkpointing", True):
-            enable_checkpointing(model)
-        wrapper = CausalLMWithLoss(model, case.get("ce_chunk", 4096))
+        prepare_model(model, fast, device_type=device.type)
+        wrapper = CausalLMWithLoss(model, **ce)
     return model, wrapper, mode
 
 
@@ -242,12 +310,13 @@ def make_inputs(case: dict, vocab: int, device: Any, step: int) -> tuple[Any, An
 
 
 def run_case(case: dict) -> dict:
+    import gc
     import resource
 
     import torch
 
-    from longctx.train.memory import estimate
     from longctx.train.model import count_parameters
+    from longctx.train.plan import predict_run
 
     if case.get("kind") == "parity":
         return flex_parity()
@@ -255,9 +324,14 @@ def run_case(case: dict) -> dict:
         return e2e_cli()
     on_gpu = torch.cuda.is_available() and case.get("device", "auto") != "cpu"
     device = torch.device("cuda") if on_gpu else torch.device("cpu")
+    if "planned" in case:
+        case = planned_case(case, device)
+    mem_at_start = 0.0
     if on_gpu:  # cases of one group share a process: peak memory must be per case
+        gc.collect()  # the previous case's model may sit in a reference cycle
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+        mem_at_start = torch.cuda.memory_allocated(device) / 1024**3
     t_build = time.perf_counter()
     model, wrapper, mode = build(case, device)
     build_s = time.perf_counter() - t_build
@@ -297,7 +371,8 @@ def run_case(case: dict) -> dict:
         if time.perf_counter() - started > cap and times:
             break
         times.append(one_step(i))
-    if not times:
+    timed_warmup = not times
+    if timed_warmup:
         times = [warm]
     sec = sorted(times)[len(times) // 2]
     tokens = L
@@ -308,37 +383,42 @@ def run_case(case: dict) -> dict:
         "seq_len": L,
         "mode": mode,
         "checkpointing": case.get("checkpointing", True) or offload,
+        "checkpoint_policy": case.get("checkpoint_policy", "full"),
+        "activation_offload": bool(case.get("activation_offload")),
+        "compile": bool(case.get("compile")),
         "ce_chunk": case.get("ce_chunk", 4096),
+        "ce_impl": case.get("ce_impl", "chunked"),
         "cpu_offload": offload,
         "doc_mask": bool(case.get("doc_mask")),
+        "plan_config": plan_config(case),
         "params": count_parameters(model),
         "matmul_params": matmul_params(model),
         "build_s": round(build_s, 2),
         "warmup_s": round(warm, 3),
         "step_s": [round(t, 4) for t in times],
         "median_step_s": round(sec, 4),
+        "timed_warmup": timed_warmup,
         "tokens_per_s": tokens / sec,
         "model_tflops_per_step": flops / 1e12,
     }
-    est = estimate(
-        model.config,
-        params=count_parameters(model),
-        seq_len=L,
-        micro_batch=1,
-        world=1,
-        fsdp=offload,
-        cpu_offload=offload,
-        checkpointing=rec["checkpointing"],
-        ce_chunk=rec["ce_chunk"],
-    )
-    rec["preflight_estimate_gb"] = est.total / 1024**3
+    name = torch.cuda.get_device_name(device) if on_gpu else "H100"
+    pred = predict_run(rec["plan_config"], name)  # the model train's preflight uses too
+    rec["preflight_estimate_gb"] = pred.memory.total / 1024**3
     if on_gpu:
-        name = torch.cuda.get_device_name(device)
         peak = peak_flops(name, float(os.environ.get("PEAK_TFLOPS", 0)) or None)
         rec["gpu"] = name
         rec["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1024**3
         rec["peak_reserved_gb"] = torch.cuda.max_memory_reserved(device) / 1024**3
         rec["gpu_total_gb"] = torch.cuda.get_device_properties(device).total_memory / 1024**3
+        rec["mem_at_start_gb"] = mem_at_start
+        rec["peak_valid"] = mem_at_start < PEAK_LEFTOVER_GB
+        rec["plan"] = {
+            "predicted_peak_gb": pred.memory.allocated / 1024**3,
+            "predicted_total_gb": pred.memory.total / 1024**3,
+            "predicted_tokens_per_s": pred.tokens_per_s,
+            "peak_error": pred.memory.allocated / 1024**3 / rec["peak_mem_gb"] - 1,
+            "tokens_per_s_error": pred.tokens_per_s / rec["tokens_per_s"] - 1,
+        }
         rec["achieved_tflops"] = flops / sec / 1e12
         if peak:
             rec["peak_tflops"] = peak / 1e12
@@ -498,8 +578,16 @@ def child(cases: list[dict], jsonl: Path) -> None:
     """Run cases in this process, appending one JSON line each (errors and OOMs included)."""
     import torch
 
+    status: dict[str, str] = {}
     for case in cases:
         t0 = time.perf_counter()
+        if status.get(case.get("fallback_of", "")) in ("ok", "skipped"):
+            rec = {"name": case["name"], "status": "skipped",
+                   "why": f"{case['fallback_of']} ran or was not needed: this fallback is not"}
+            with open(jsonl, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            status[case["name"]] = "skipped"
+            continue
         try:
             rec = run_case(case)
             rec["status"] = "ok"
@@ -515,6 +603,7 @@ def child(cases: list[dict], jsonl: Path) -> None:
                 "traceback": traceback.format_exc()[-2000:],
             }
         rec["wall_s"] = round(time.perf_counter() - t0, 1)
+        status[case["name"]] = rec["status"]
         with open(jsonl, "a") as f:
             f.write(json.dumps(rec, default=str) + "\n")
         print(
@@ -581,14 +670,24 @@ def summarize(out: Path, gpu: bool, started: float) -> dict:
         "cases": recs,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(f"\n{'case':30} {'status':8} {'tok/s':>10} {'MFU':>6} {'peak GB':>8} {'est GB':>7}")
+    print(f"\n{'case':36} {'status':8} {'tok/s':>8} {'plan':>8} {'err':>7} {'MFU':>6} "
+          f"{'peak GB':>8} {'plan':>6} {'err':>7}")
     for r in recs:
         mem = r.get("peak_mem_gb", r.get("peak_rss_gb"))
         mfu = f"{r['mfu'] * 100:5.1f}%" if r.get("mfu") is not None else "     -"
+        p = r.get("plan", {})
+        pct = lambda x: f"{x * 100:+6.1f}%" if x is not None else "      -"  # noqa: E731
+        valid = r.get("peak_valid", True)
         print(
-            f"{r['name']:30} {r.get('status', '?')[:8]:8} {r.get('tokens_per_s', 0):10.0f} "
-            f"{mfu} {mem or 0:8.2f} {r.get('preflight_estimate_gb', 0):7.2f}"
+            f"{r['name']:36} {r.get('status', '?')[:8]:8} {r.get('tokens_per_s', 0):8.0f} "
+            f"{p.get('predicted_tokens_per_s', 0):8.0f} {pct(p.get('tokens_per_s_error'))} "
+            f"{mfu} {mem or 0:8.2f} {p.get('predicted_peak_gb', r.get('preflight_estimate_gb', 0)):6.1f} "
+            f"{pct(p.get('peak_error') if valid else None)}"
+            + ("" if valid else f"  (peak not this case's: {r['mem_at_start_gb']:.2f} GB "
+                                f"allocated at its start)")
         )
+    print("plan: the planner's prediction (longctx plan; peak excludes its 2 GiB overhead); "
+          "err = predicted / measured - 1")
     return summary
 
 

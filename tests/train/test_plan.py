@@ -10,7 +10,14 @@ import shlex
 import pytest
 
 from longctx.train.archs import ARCHS, Shape, resolve_shape
-from longctx.train.memory import OVERHEAD, GiB, MemoryPreflightError, calibration, estimate, preflight
+from longctx.train.memory import (
+    OVERHEAD,
+    GiB,
+    MemoryPreflightError,
+    calibration,
+    estimate,
+    preflight,
+)
 from longctx.train.plan import (
     Combo,
     Gpu,

@@ -246,11 +246,12 @@ def combinations(seq_len: int, gpus: int, batch_tokens: int) -> Iterator[Combo]:
 
 def plan(shape: Shape, *, seq_len: int, gpus: int, batch_tokens: int, gpu: Gpu,
          gpu_bytes: float | None = None, host_available: float | None = None,
-         attention: str = "sdpa") -> list[Prediction]:
+         attention: str = "sdpa", param_bytes: int = 4) -> list[Prediction]:
     """Predictions of every combination, those that fit first, fastest first (then least
     memory)."""
     preds = [predict(shape, c, seq_len=seq_len, batch_tokens=batch_tokens, gpu=gpu,
-                     gpu_bytes=gpu_bytes, host_available=host_available, attention=attention)
+                     gpu_bytes=gpu_bytes, host_available=host_available, attention=attention,
+                     param_bytes=param_bytes)
              for c in combinations(seq_len, gpus, batch_tokens)]
     return sorted(preds, key=lambda p: (not p.fits, -p.tokens_per_s, p.memory.total))
 
