@@ -44,6 +44,10 @@ def _zst_frames(data: bytes, rnd: random.Random) -> bytes:
 
 @pytest.fixture(scope="module")
 def split_corpus(tmp_path_factory) -> Path:
+    return write_split_corpus(tmp_path_factory.mktemp("split_corpus"))
+
+
+def write_split_corpus(folder: Path) -> Path:
     """A big .jsonl, a multi-frame .jsonl.zst (with a malformed line each) and a small file."""
     rng = random.Random(7)
     docs = []
@@ -53,7 +57,6 @@ def split_corpus(tmp_path_factory) -> Path:
             docs.append(json.dumps({"text": _text(rng, domain, rng.randint(lo, hi) // 3),
                                     "meta": {"redpajama_set_name": domain}}))
     rng.shuffle(docs)
-    folder = tmp_path_factory.mktemp("split_corpus")
     a, b = len(docs) * 5 // 11, len(docs) * 10 // 11
     big = docs[:a]
     big.insert(40, '{"text": "broken')

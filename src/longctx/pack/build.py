@@ -161,9 +161,10 @@ class BuildConfig:
                         "local processes) | local (datatrove LocalPipelineExecutor) | slurm "
                         "(datatrove SlurmPipelineExecutor) | ray (datatrove "
                         "RayPipelineExecutor); selection and packing run here. Same output. "
-                        "local/slurm/ray need pip install 'longctx[scale]' (ray: also ray); "
-                        "for slurm and ray, --out, the inputs and --executor-logs must be on a "
-                        "filesystem every node shares.", panel=_CLUSTER)
+                        "local/slurm/ray need datatrove (the longctx scale extra; ray also "
+                        "needs ray); for slurm and ray, --out (its .work folder), the inputs "
+                        "and --executor-logs must be on a filesystem every node shares.",
+                        panel=_CLUSTER)
     executor_tasks: int = opt(0, "datatrove tasks each task list is spread over (0: one per "
                               "file or range).", panel=_CLUSTER)
     executor_workers: int = opt(0, "Tasks running at once (0: --workers for local, no limit "
