@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 import zstandard
 
-from longctx.pack.build import BuildConfig, open_work_dir, plan_scan, run_build, scan_inputs
+from longctx.pack import build as build_module
+from longctx.pack import parts
+from longctx.pack.build import (
+    FAIL_HOOK_ENV,
+    BuildConfig,
+    open_work_dir,
+    plan_scan,
+    run_build,
+    scan_inputs,
+)
+from longctx.pack.index import index_paths
 from longctx.pack.parts import file_ranges
 from longctx.progress import progress_bar
 
@@ -133,3 +143,29 @@ def test_subset_of_split_files_equals_the_unsplit_subset(gen_corpus_many, tmp_pa
     files = whole["manifest"]["input_files"]
     assert files["subset"] and files["read"] < files["total"]
     assert split["manifest"] == whole["manifest"] and split["shards"] == whole["shards"]
+
+
+def test_interrupted_split_build_reuses_its_ranges_and_equals_the_unsplit(
+        split_corpus, unsplit, tmp_path, monkeypatch):
+    """Stopped after 9 range results (mid-file), then rerun: the finished ranges are taken
+    from their markers, the rest indexed, the build the same."""
+    out = tmp_path / "x"
+    monkeypatch.setenv(FAIL_HOOK_ENV, "scan:9")
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        run_build(build_args(split_corpus, out, split_bytes=SPLIT), progress=False)
+    done = {p: p.stat().st_mtime_ns for p in (out / ".work").glob("*.index.done")}
+    assert len(done) == 9
+    monkeypatch.delenv(FAIL_HOOK_ENV)
+    seen: dict = {}
+    real = parts.merge_parts
+
+    def spy(work, summaries):  # the markers' mtimes, read while the work folder exists
+        for s in summaries:
+            p = index_paths(work, s["index"], s["part"])[2]
+            seen[p] = p.stat().st_mtime_ns
+        return real(work, summaries)
+
+    monkeypatch.setattr(build_module, "merge_parts", spy)
+    man = run_build(build_args(split_corpus, out, split_bytes=SPLIT), progress=False)
+    assert all(seen[p] == t for p, t in done.items())  # not indexed again
+    assert comparable(out, man) == unsplit

@@ -376,7 +376,7 @@ def open_work_dir(plan: ScanPlan) -> None:
 def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, Any]:
     """Build the packed mixture described by ``cfg``; return its manifest."""
     timer = Timer().__enter__()
-    if cfg.workers > 1:  # one fork server for every pool of the build (pass 1 and each round)
+    if cfg.workers > 1 and cfg.executor == "pool":  # one fork server for all its pools
         from longctx.data.tokenizer import resolve_tokenizer_dir
 
         prestart((count_part, index_file, scan_file),

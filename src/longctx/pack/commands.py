@@ -47,6 +47,9 @@ def _build(cfg: BuildConfig, progress: bool | None) -> None:
 
     Example (the paper's per-source length upsampling):
     longctx data build CORPUS/ --out data/ps --strategy per_source --tokens 100M --seq-len 65536
+
+    On Slurm (CORPUS/ and --out on a filesystem every node shares; same output):
+    longctx data build CORPUS/ --out data/ps --tokens 5B --executor slurm --slurm-partition cpu
     """
     from longctx.pack.build import run_build
 
