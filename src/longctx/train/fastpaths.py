@@ -87,17 +87,16 @@ def prepare_model(model: Any, cfg: TrainConfig, *, device_type: str | None = Non
     """Checkpointing (with ``checkpoint_policy``), activation offload and compilation.
 
     ``device_type`` is where the run trains (default: ``cfg.device``, auto = cuda when one is
-    visible); the CUDA-only paths are refused elsewhere.
+    visible); a path that cannot run there is refused (:func:`check_fast_paths`).
     """
     device_type = device_type or resolved_device_type(cfg)
     check_fast_paths(cfg, device_type)
-    layers = decoder_layers(model)
     if cfg.checkpointing:
         enable_checkpointing(model, cfg.checkpoint_policy)
     if cfg.activation_offload:
-        LayerOffload(device_type).attach(layers)
+        LayerOffload(device_type).attach(decoder_layers(model))
     if cfg.compile:
-        compile_layers(layers)
+        compile_layers(decoder_layers(model))
 
 
 def resolved_device_type(cfg: TrainConfig) -> str:
