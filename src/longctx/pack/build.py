@@ -72,7 +72,14 @@ from longctx.pack.parts import (
     merge_parts,
     part_tasks,
 )
-from longctx.pack.scan import ScanTask, init_worker, load_done, scan_file, spill_key
+from longctx.pack.scan import (
+    PART_BITS,
+    ScanTask,
+    init_worker,
+    load_done,
+    scan_file,
+    spill_key,
+)
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import Pool, SpillReader
 from longctx.pack.tok import TokenizerSpec, resolve_spec
@@ -544,6 +551,10 @@ def _file_batches(plan: ScanPlan, tasks: list[IndexTask]) -> Any:
 def _index_units(plan: ScanPlan, batch: list[IndexTask]) -> list[IndexTask]:
     """The index tasks of a batch of files: one per range, the ranges' lines counted first."""
     ranges = {t.index: file_ranges(t, plan.cfg.split_bytes) for t in batch}
+    most = max(len(r) for r in ranges.values())
+    if most > 1 << PART_BITS:
+        raise BuildError(f"--split-bytes {plan.cfg.split_bytes} cuts a file into {most:,} "
+                         f"ranges, more than the {1 << PART_BITS:,} a file may have")
     counting = [c for t in batch for c in count_tasks(t, ranges[t.index])]
     lines: dict[tuple[int, int], int] = {}
 
