@@ -148,6 +148,11 @@ def test_the_recommendation_is_the_fastest_that_fits():
     fitting = [p for p in preds if p.fits]
     assert best.tokens_per_s == max(p.tokens_per_s for p in fitting)
     assert any(not p.fits for p in preds)  # 40 GiB rules some out
+    # ties: fewer offloads first (their unmodelled overheads), then the least memory
+    offloads = lambda p: p.combo.activation_offload + p.combo.cpu_offload  # noqa: E731
+    ties = [p for p in fitting if p.tokens_per_s == best.tokens_per_s]
+    assert offloads(best) == min(offloads(p) for p in ties)
+    assert best.memory.total == min(p.memory.total for p in ties if offloads(p) == offloads(best))
     # the table's order: fitting first, fastest first
     assert preds[0] is best or preds[0].tokens_per_s == best.tokens_per_s
     # a host too small for CPU offload's 16N of states rules out every offloaded combination
@@ -213,7 +218,8 @@ def test_plan_prints_a_command_that_longctx_train_parses(capsys):
     if missing:
         pytest.skip(f"TrainConfig has no {sorted(missing)} yet (the iface12.md keys)")
     # the flags through `longctx train`'s own click command and config builder; DATA, OUT
-    # and the step count are the user's (validated later, against real folders)
+    # and the step count are the user's (validated later, against real folders), and the
+    # command is meant for a GPU machine (activation offload is refused on a CPU one)
     import typer
 
     from longctx.cli import app
@@ -221,7 +227,7 @@ def test_plan_prints_a_command_that_longctx_train_parses(capsys):
     from longctx.config import build_config
 
     train = typer.main.get_command(app).commands["train"]
-    ctx = train.make_context("train", [*argv[2:], "--steps", "1"])
+    ctx = train.make_context("train", [*argv[2:], "--steps", "1", "--device", "cuda"])
     cfg = build_config(TrainConfig, cli=cli_values(ctx, TrainConfig, ctx.params),
                        validate=False)
     cfg._validate_values()

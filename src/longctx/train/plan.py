@@ -14,7 +14,8 @@ Memory comes from :mod:`longctx.train.memory` (the model train's preflight uses)
   attention kind and falling off for narrow models (:func:`efficiency`).
 - host and peer transfers (CPU offload of states and activations over PCIe, FSDP's
   all-gathers and reduce-scatters over NVLink) overlap the compute: a micro-step takes the
-  longest of the three (:func:`micro_step_seconds`).
+  longest of the three (:func:`micro_step_seconds`); with CPU offload the optimizer step
+  runs on the host after the backward (:data:`HOST_ADAM_BYTES_S`).
 
 The fitted constants and the runs they come from are ``calibration.json`` in this package
 (``benchmarks/plan_accuracy.py --update`` rewrites it from ``benchmarks/results/``).
@@ -37,6 +38,11 @@ from longctx.train.archs import ARCHS, Shape, resolve_shape
 from longctx.train.memory import GiB, MemoryEstimate, calibration, estimate
 
 SELECTIVE_RECOMPUTE = 0.1  # share of a forward that selective checkpointing recomputes (unmeasured)
+# CPU offload's AdamW runs on the host after the backward (not overlapped). It is bound by
+# memory traffic: it reads weight, gradient and both moments and writes weight and moments,
+# 7 x param_bytes per parameter, at a server's DRAM bandwidth (an assumption, not measured
+# apart: the one offloaded run measures compute and this together)
+HOST_ADAM_BYTES_S = 100e9
 CE_CHUNKS = (2048, 4096, 8192, 16384)
 CE_CHOICES = ("chunked", "fused")
 POLICY_CHOICES = ("none", "full", "selective")
@@ -207,6 +213,8 @@ def predict(shape: Shape, combo: Combo, *, seq_len: int, batch_tokens: int, gpu:
     accum = batch_tokens // (seq_len * combo.micro_batch * combo.gpus)
     step = accum * micro_step_seconds(shape, combo, seq_len=seq_len, gpu=gpu,
                                       attention=attention, param_bytes=param_bytes, fit=fit)
+    if combo.cpu_offload:  # the ranks of a node share its memory bandwidth
+        step += 7.0 * param_bytes * shape.params / HOST_ADAM_BYTES_S
     return Prediction(combo, mem, mem.host * combo.gpus, step, batch_tokens / step,
                       gpu.memory_gib * GiB if gpu_bytes is None else gpu_bytes, host_available)
 
@@ -247,19 +255,24 @@ def combinations(seq_len: int, gpus: int, batch_tokens: int) -> Iterator[Combo]:
 def plan(shape: Shape, *, seq_len: int, gpus: int, batch_tokens: int, gpu: Gpu,
          gpu_bytes: float | None = None, host_available: float | None = None,
          attention: str = "sdpa", param_bytes: int = 4) -> list[Prediction]:
-    """Predictions of every combination, those that fit first, fastest first (then least
-    memory)."""
+    """Predictions of every combination in :func:`recommend`'s order, those that fit first."""
     preds = [predict(shape, c, seq_len=seq_len, batch_tokens=batch_tokens, gpu=gpu,
                      gpu_bytes=gpu_bytes, host_available=host_available, attention=attention,
                      param_bytes=param_bytes)
              for c in combinations(seq_len, gpus, batch_tokens)]
-    return sorted(preds, key=lambda p: (not p.fits, -p.tokens_per_s, p.memory.total))
+    return sorted(preds, key=lambda p: (not p.fits, *_preference(p)))
+
+
+def _preference(p: Prediction) -> tuple[float, int, float]:
+    """Fastest first; among equally fast ones fewer offloads (their overheads beyond the
+    modelled transfers are not measured), then the least memory."""
+    return -p.tokens_per_s, p.combo.activation_offload + p.combo.cpu_offload, p.memory.total
 
 
 def recommend(preds: list[Prediction]) -> Prediction | None:
-    """The fastest combination that fits (the least memory among equally fast ones)."""
+    """The fastest combination that fits (see :func:`_preference` for ties)."""
     fitting = [p for p in preds if p.fits]
-    return min(fitting, key=lambda p: (-p.tokens_per_s, p.memory.total)) if fitting else None
+    return min(fitting, key=_preference) if fitting else None
 
 
 def train_command(model: str, combo: Combo, *, seq_len: int, batch_tokens: int,
