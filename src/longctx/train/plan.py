@@ -312,7 +312,7 @@ class PlanConfig:
                     min=1)
     gpu_memory: str = opt("auto", "GiB per GPU, or h100 | h200 | a100 (memory and bf16 peak).",
                           show="this machine's GPU, else h100")
-    batch_tokens: str = opt("", "Global tokens per optimizer step, e.g. 1M.",
+    batch_tokens: str = opt("", "Global tokens per optimizer step (a multiple of seq_len).",
                             show="one sequence per GPU")
     host_memory: float | None = opt(None, "Host RAM in GiB for CPU offload.",
                                     show="this machine's")
