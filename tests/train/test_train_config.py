@@ -118,7 +118,7 @@ def test_preflight_refuses_with_numbers(packed_dir, tmp_path):
 def test_memory_estimate_by_hand():
     from types import SimpleNamespace
 
-    from longctx.train.memory import OVERHEAD, GiB, estimate
+    from longctx.train.memory import OVERHEAD, GiB, calibration, estimate
 
     c = SimpleNamespace(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                         num_attention_heads=32, num_key_value_heads=32, vocab_size=32000)
@@ -126,8 +126,12 @@ def test_memory_estimate_by_hand():
     e = estimate(c, params=n, seq_len=81920, micro_batch=1, world=8, fsdp=True,
                  cpu_offload=False, checkpointing=True, ce_chunk=4096)
     assert e.model_states == 16 * n / 8  # 13.5 GB of fp32 weights/grads/Adam per GPU
-    per_layer = 2 * (8 * 4096 + 2 * 4096 + 4 * 11008) * 81920
-    assert e.activations == 32 * 4 * 4096 * 81920 + per_layer + 8 * 4096 * 81920
+    # bytes per token: each layer's checkpointed input (2 x H, bf16 under FSDP), one layer's
+    # full activations during its recompute, the final hidden state and its gradient
+    per_layer = 16 * 4096 + 6 * 4096 + 4 * 4096 + 8 * 11008
+    factor = calibration()["fit"]["activation_factor"]
+    assert e.activations == pytest.approx(
+        factor * 81920 * (32 * 2 * 4096 + per_layer + 2 * 2 * 4096))
     assert e.logits == 4096 * 32000 * 12 and e.overhead == OVERHEAD
     assert 40 * GiB < e.total < 80 * GiB  # the paper's 8x A100-80G setup fits
     single = estimate(c, params=n, seq_len=81920, micro_batch=1, world=1, fsdp=False,
