@@ -265,6 +265,13 @@ def test_nothing_fits_is_one_line(capsys):
     assert "recommended" not in out
 
 
+def test_host_limited_names_host_memory(capsys):
+    # 8B at 128K fits an H200 only with CPU offload: 16 bytes x 8.03B params ~ 120 GiB of host
+    code, out, err = run_main(["plan", "--model", "llama-8b", "--seq-len", "131072",
+                               "--gpu-memory", "h200", "--host-memory", "64"], capsys)
+    assert_one_line_error(code, err, "nothing fits", "of host memory", "64.0 GiB is available")
+
+
 def test_model_folder_reads_config_json_only(tmp_path, capsys):
     folder = tmp_path / "m"
     folder.mkdir()

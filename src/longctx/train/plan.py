@@ -132,6 +132,22 @@ class Prediction:
                 "memory_bytes": self.memory.as_dict()}
 
 
+def _nothing_fits(cfg: Any, preds: list[Prediction], gpu_bytes: float,
+                  host: float | None) -> str:
+    """One line naming the limit that rules out the closest combinations."""
+    head = f"nothing fits: {cfg.model} at seq_len {cfg.seq_len}"
+    on_gpu = [p for p in preds if p.fits_gpu]
+    if not on_gpu:
+        least = min(preds, key=lambda p: p.memory.total)
+        return (f"{head} needs at least {least.memory.total / GiB:.1f} GiB per GPU "
+                f"({_label(least.combo)}; {least.memory.describe()}) but "
+                f"{gpu_bytes / GiB:.1f} GiB is available")
+    least = min(on_gpu, key=lambda p: p.host_bytes)
+    return (f"{head}: the combinations that fit in {gpu_bytes / GiB:.1f} GiB per GPU need at "
+            f"least {least.host_bytes / GiB:.1f} GiB of host memory ({_label(least.combo)}) "
+            f"but {(host or 0) / GiB:.1f} GiB is available (--host-memory)")
+
+
 # ----------------------------------------------------------------------------- time
 def model_flops_per_token(shape: Shape, seq_len: int) -> float:
     """6N + causal attention 6 x layers x L x Q (forward + backward, the MFU convention)."""
@@ -399,13 +415,7 @@ def _plan(cfg: PlanConfig) -> None:
     else:
         _print_table(preds, cfg, shape, gpu_label, gpu_bytes, host, batch)
     if best is None:
-        least = min(preds, key=lambda p: p.memory.total)
-        raise PlanError(
-            f"nothing fits: {cfg.model} at seq_len {cfg.seq_len} needs at least "
-            f"{least.memory.total / GiB:.1f} GiB per GPU ({_label(least.combo)}; "
-            f"{least.memory.describe()}) but {gpu_bytes / GiB:.1f} GiB is available"
-            + ("" if least.fits_host else
-               f", and {least.host_bytes / GiB:.0f} GiB of host memory"))
+        raise PlanError(_nothing_fits(cfg, preds, gpu_bytes, host))
     if not cfg.json:
         typer.echo(f"recommended: {' '.join(command)}")
         named = (f"; {cfg.model} is a shape: give --model a model folder of that shape"
