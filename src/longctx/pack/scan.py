@@ -85,7 +85,7 @@ def load_done(task: ScanTask) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     if (summary.get("scan_hash") != task.scan_hash or summary.get("rows") != task.digest()
-            or not tokens.is_file() or not meta.is_file()):
+            or summary.get("part") != task.part or not tokens.is_file() or not meta.is_file()):
         return None
     return summary
 
