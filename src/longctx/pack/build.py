@@ -279,8 +279,8 @@ def _inputs_fingerprint(files: list[Path], rels: list[str]) -> list[list[Any]]:
 
 
 def _fail_hook(phase: str, count: int) -> None:
-    """Test hook: ``scan:N``/``pack:N`` raise after N per-file results (a file indexed, or
-    its scan in a round) / N shards; ``slow:S`` sleeps S s after each per-file result (so a
+    """Test hook: ``scan:N``/``pack:N`` raise after N task results (a file or range indexed,
+    or its scan in a round) / N shards; ``slow:S`` sleeps S s after each task result (so a
     test can kill the process mid-build)."""
     spec = os.environ.get(FAIL_HOOK_ENV, "")
     if spec == f"{phase}:{count}":
@@ -447,7 +447,7 @@ class ScanResult:
     scans: list[dict[str, Any]] = field(default_factory=list)  # every round's file scans
     parts: dict[int, FileIndex] = field(default_factory=dict)  # file -> its ranges' rows
     last_new_domain: int = 0  # files indexed when the latest new domain first appeared
-    results: int = 0  # per-file results consumed (index and rounds): the fail hook counts them
+    results: int = 0  # task results consumed (index and rounds): the fail hook counts them
 
 
 def scan_inputs(plan: ScanPlan, bar: Any) -> ScanResult:
