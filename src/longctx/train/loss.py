@@ -118,11 +118,14 @@ def _fused_function() -> Any:
                     scored = ts != IGNORE
                     safe = torch.where(scored, ts, 0)
                     logits = (hs @ w.t()).float()
-                    lse = torch.logsumexp(logits, dim=-1)
                     picked = logits.gather(1, safe[:, None]).squeeze(1)
+                    top = logits.amax(dim=-1, keepdim=True)
+                    grad = logits.sub_(top).exp_()  # in place: one chunk x vocab buffer
+                    norm = grad.sum(dim=-1, keepdim=True)
+                    lse = (top + norm.log()).squeeze(1)
                     total += torch.where(scored, lse - picked, 0.0).sum()
                     # d(sum of losses)/d(logits) = softmax - onehot on scored rows, 0 elsewhere
-                    grad = logits.sub_(lse[:, None]).exp_()
+                    grad.div_(norm)
                     grad[torch.arange(len(ts), device=grad.device), safe] -= 1.0
                     grad.mul_(scored[:, None])
                     g = grad.to(mm_dtype)
