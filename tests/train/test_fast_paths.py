@@ -157,6 +157,17 @@ def test_cuda_only_paths_refused_on_cpu_with_one_line(packed_dir, tmp_path, key,
                          device_type="cpu")
 
 
+def test_flash_is_refused_naming_the_install(packed_dir, tmp_path):
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) for m in ("flash_attn", "flash_attn_interface")):
+        pytest.skip("FlashAttention is installed here")
+    with pytest.raises(ConfigError, match="attention.*pip install flash-attn"):
+        _cfg(packed_dir, tmp_path, attention="flash", device="cuda").validate()
+    with pytest.raises(fp.FastPathError, match="pip install flash-attn"):
+        fp.flash_implementation("cuda")
+
+
 def test_bad_choices_name_the_key(packed_dir, tmp_path):
     for key in ("ce_impl", "checkpoint_policy", "attention"):
         with pytest.raises(ConfigError, match=f"config key '{key}': must be one of"):

@@ -30,3 +30,11 @@ def test_tiny_build_model_equals_the_one_builder(packed_dir, tmp_path):
     other, _, _ = build_model(TrainConfig(data=str(packed_dir), out="o", steps=1, seq_len=64,
                                           seed=6, rope_theta=250_000.0))
     assert not torch.equal(other.model.embed_tokens.weight, model.model.embed_tokens.weight)
+
+
+def test_attention_key_reaches_the_model(packed_dir, tmp_path):
+    for attention, expected in (("auto", "sdpa"), ("sdpa", "sdpa"), ("flex", "flex_attention")):
+        cfg = TrainConfig(data=str(packed_dir), out=str(tmp_path / "o"), steps=1, seq_len=64,
+                          doc_mask="mask", attention=attention)
+        model, _, _ = build_model(cfg, device_type="cpu")
+        assert model.config._attn_implementation == expected, attention

@@ -59,6 +59,9 @@ def flash_implementation(device_type: str) -> str:
     """transformers' name of the best FlashAttention installed (3, then 2, then 4)."""
     from transformers.utils import import_utils as iu
 
+    if not any(importlib.util.find_spec(m) for m in ("flash_attn", "flash_attn_interface")):
+        raise FastPathError(f"config key 'attention': flash needs FlashAttention, which is not "
+                            f"installed ({FLASH_INSTALL}); or use sdpa / flex")
     if device_type != "cuda":
         raise FastPathError(f"config key 'attention': flash runs on CUDA only (the device is "
                             f"{device_type} here); use sdpa or flex")
@@ -68,8 +71,9 @@ def flash_implementation(device_type: str) -> str:
         check = getattr(iu, available, None)
         if check is not None and check():
             return name
-    raise FastPathError(f"config key 'attention': flash needs FlashAttention, which is not "
-                        f"importable here ({FLASH_INSTALL}); or use sdpa / flex")
+    raise FastPathError("config key 'attention': flash: FlashAttention is installed but "
+                        "transformers can use none of it (flash-attn >= 2.3.3, flash-attn-3 or "
+                        "flash-attn-4 on a CUDA GPU)")
 
 
 @functools.cache
