@@ -188,8 +188,13 @@ def doc_rows(tmp_path_factory) -> TrainRows:
     return TrainRows(folder, 96, doc_mask="mask")
 
 
-def _step(weights, doc_rows, *, attn="sdpa", ce_impl="chunked", offload=None, **keys):
-    """(loss, {name: grad}) of one forward+backward of the tiny LLaMA prepared with ``keys``."""
+def _step(weights, doc_rows, *, attn="sdpa", ce_impl="chunked", offload=None, shard=None,
+          saved=None, **keys):
+    """(loss, {name: grad}) of one forward+backward of the tiny LLaMA prepared with ``keys``
+    (sharded with FSDP2 on ``shard``'s device; ``saved`` collects the sizes of the
+    activations the forward saved)."""
+    from longctx.train import distributed as distrib
+
     model = LlamaForCausalLM._from_config(LLAMA, attn_implementation=attn)
     model.load_state_dict(weights)
     model.train()
@@ -198,11 +203,23 @@ def _step(weights, doc_rows, *, attn="sdpa", ce_impl="chunked", offload=None, **
     if offload is not None:  # the offload hooks, run with host-to-host copies
         offload.attach(fp.decoder_layers(model))
     wrapper = CausalLMWithLoss(model, 16, ce_impl)
+    if shard is not None:
+        distrib.shard(wrapper, list(model.model.layers), bf16=False, cpu_offload=False,
+                      device=shard)
     batch = doc_rows.batch([0, 1])
-    total, _ = wrapper(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.position_ids),
-                       torch.from_numpy(batch.targets))
+
+    def pack(t):
+        if saved is not None and not (t.is_leaf and t.requires_grad):
+            saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        total, _ = wrapper(torch.from_numpy(batch.input_ids),
+                           torch.from_numpy(batch.position_ids), torch.from_numpy(batch.targets))
     (total / 100).backward()
-    return total.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    grads = {n: getattr(p.grad, "full_tensor", lambda g=p.grad: g)().clone()
+             for n, p in model.named_parameters()}
+    return total.detach(), grads
 
 
 def _assert_same(got, ref):
@@ -295,6 +312,23 @@ NO_COMPILE = _compile_works()
 def test_compiled_layers_equal_plain(weights, doc_rows, plain, keys):
     # inductor on CPU reorders float sums: the loss agrees to rtol 1e-5, the gradients too
     _assert_same(_step(weights, doc_rows, **keys), plain)
+
+
+@pytest.mark.skipif(NO_COMPILE is not None, reason=NO_COMPILE or "")
+def test_compiled_layers_keep_checkpointing_after_fsdp_sharding(weights, doc_rows, plain):
+    """FSDP2 swaps each layer's class; the compiled forward must still take the checkpoint."""
+    from longctx.train import distributed as distrib
+
+    d = distrib.setup("cpu", need_group=True)  # one gloo process
+    try:
+        sizes: dict[bool, list[int]] = {True: [], False: []}
+        for checkpointing in (True, False):
+            got = _step(weights, doc_rows, shard=d.device, saved=sizes[checkpointing],
+                        compile=True, checkpointing=checkpointing)
+            _assert_same(got, plain)
+    finally:
+        distrib.teardown(d)
+    assert 2 * sum(sizes[True]) < sum(sizes[False]), {k: sum(v) for k, v in sizes.items()}
 
 
 @pytest.mark.skipif(NO_COMPILE is not None, reason=NO_COMPILE or "")
