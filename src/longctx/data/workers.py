@@ -9,6 +9,7 @@ whatever the number of workers, so anything computed from them is identical for 
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -22,10 +23,15 @@ Step = Callable[[Any], Any]
 
 
 def _preload_modules(*steps: Step) -> list[str]:
-    """The steps' modules and the tokenizer preload. ``__main__`` only when a step is defined
-    there: for ``python -m longctx`` it is the whole CLI (about a CPU-second of imports the
-    workers never use)."""
-    return ["longctx.data._preload", *sorted({s.__module__ for s in steps})]
+    """What the fork server imports before it forks: the tokenizer preload, the steps'
+    modules, and ``__main__`` when it is a script (each worker would import it otherwise).
+    ``python -m longctx``'s main is left out: workers skip a ``-m`` main anyway, and it is the
+    whole CLI (about a CPU-second of imports they never use)."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", "") or ""
+    script = getattr(main, "__file__", None) is not None and not name.endswith("__main__")
+    return ["__main__"] * script + ["longctx.data._preload",
+                                    *sorted({s.__module__ for s in steps})]
 
 
 def worker_context(step: Step, tokenizer_json: Path | None) -> Any:

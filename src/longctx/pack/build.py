@@ -569,6 +569,11 @@ def _index_units(plan: ScanPlan, batch: list[IndexTask]) -> list[IndexTask]:
         t, ranges[t.index], [lines[t.index, k] for k in range(len(ranges[t.index]) - 1)])]
 
 
+def _threads_per_worker(workers: int) -> int:
+    """This machine's CPUs shared among the workers (no oversubscription on a big node)."""
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
 def _run(plan: ScanPlan, name: str, step: Any, tasks: list[Any], done: Any,
          on_result: Any) -> bool:
     """Run ``step`` over ``tasks`` and feed the results, in order, to ``on_result`` until it
@@ -584,7 +589,7 @@ def _run(plan: ScanPlan, name: str, step: Any, tasks: list[Any], done: Any,
             return stopped
 
         run_ordered(step, len(tasks), lambda k: tasks[k], cfg.workers, consume, done=done,
-                    initializer=init_worker,
+                    initializer=init_worker, initargs=(_threads_per_worker(cfg.workers),),
                     tokenizer_json=Path(plan.spec.folder) / "tokenizer.json", keep_server=True)
         return stopped
     label = _labeller(plan)

@@ -98,9 +98,12 @@ def load_meta(work_dir: str | Path, index: int, key: int) -> dict[str, np.ndarra
         return {k: z[k] for k in z.files}
 
 
-def init_worker() -> None:
-    """Worker processes parallelise across files; one tokenizer thread each."""
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+def init_worker(threads: int = 1) -> None:
+    """Worker processes parallelise across files; each encodes on its own ``threads``-thread
+    pool. The parallel encode path is used even with one thread: on the 2-core benchmark
+    machine it cost ~14% less CPU per token than ``TOKENIZERS_PARALLELISM=false``."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    os.environ["RAYON_NUM_THREADS"] = str(max(1, threads))
 
 
 def _texts(text_file: Any, starts: np.ndarray, nbytes: np.ndarray):
