@@ -1,8 +1,8 @@
 """The candidates of the files indexed, what the rounds learnt about them, and their tokens.
 
-A file's spill is the concatenation of its rounds' token spills (round order): a document's
-``start`` is its offset in that concatenation, so a piece is read as (file, start, length)
-whatever round tokenized it.
+A file's spill is the concatenation of its (round, range) token spills in spill-key order: a
+document's ``start`` is its offset in that concatenation, so a piece is read as (file, start,
+length) whatever round or byte range tokenized it.
 """
 
 from __future__ import annotations
