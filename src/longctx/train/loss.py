@@ -143,10 +143,15 @@ def _fused_function() -> Any:
     return _FUSED
 
 
-def liger_cross_entropy(hidden: Any, weight: Any, targets: Any) -> tuple[Any, Any]:
-    """(sum of token losses, scored tokens) through Liger-Kernel's fused linear cross-entropy."""
+def liger_cross_entropy(hidden: Any, weight: Any, targets: Any, chunk: int) -> tuple[Any, Any]:
+    """(sum of token losses, scored tokens) through Liger-Kernel's fused linear cross-entropy;
+    without grad (eval) the chunked loss, as :func:`fused_cross_entropy` does."""
+    import torch
+
     from longctx.train.fastpaths import liger_loss
 
+    if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad):
+        return chunked_cross_entropy(hidden, weight, targets, chunk)
     t = targets.reshape(-1)
     loss = liger_loss()(weight, hidden.reshape(-1, hidden.shape[-1]), t)
     return loss, (t != IGNORE).sum()

@@ -108,7 +108,7 @@ def _wrapper_class() -> Any:
     )
 
     losses = {"chunked": chunked_cross_entropy, "fused": fused_cross_entropy,
-              "liger": lambda h, w, t, chunk: liger_cross_entropy(h, w, t)}
+              "liger": liger_cross_entropy}
 
     class _CausalLMWithLoss(torch.nn.Module):
         """forward(input_ids, position_ids, targets) -> (sum of token losses, token count)."""
