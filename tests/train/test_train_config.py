@@ -115,6 +115,26 @@ def test_preflight_refuses_with_numbers(packed_dir, tmp_path):
         train(cfg)
 
 
+def test_preflight_uses_the_fast_path_keys(packed_dir, tmp_path):
+    """train's preflight estimate is the planner's for the same keys (policy, CE impl)."""
+    import json
+
+    from longctx.train.loop import train
+    from longctx.train.memory import estimate
+    from longctx.train.model import build_model, count_parameters
+
+    cfg = make(packed_dir, tmp_path, checkpoint_policy="selective", ce_impl="fused",
+               ce_chunk=16)
+    train(cfg)
+    recorded = json.loads((tmp_path / "o" / "manifest.json").read_text())["memory_estimate_bytes"]
+    model, _, _ = build_model(cfg)
+    kw = dict(params=count_parameters(model), seq_len=64, micro_batch=1, world=1, fsdp=False,
+              cpu_offload=False, checkpointing=True, ce_chunk=16)
+    want = estimate(model.config, **kw, checkpoint_policy="selective", ce_impl="fused")
+    assert recorded == pytest.approx(want.as_dict())
+    assert recorded != pytest.approx(estimate(model.config, **kw).as_dict())
+
+
 def test_memory_estimate_by_hand():
     from types import SimpleNamespace
 

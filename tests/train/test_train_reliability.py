@@ -236,8 +236,8 @@ def _poison_from(monkeypatch, forward: int) -> None:
     real = loop.CausalLMWithLoss
     calls = {"n": 0}
 
-    def poisoned(lm, ce_chunk):
-        wrapper = real(lm, ce_chunk)
+    def poisoned(lm, ce_chunk, ce_impl="chunked"):
+        wrapper = real(lm, ce_chunk, ce_impl)
 
         def hook(module, args, output):
             calls["n"] += 1

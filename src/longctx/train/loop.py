@@ -190,7 +190,9 @@ def _run(cfg: TrainConfig, out: Path, cfg_hash: str, d: distrib.Dist) -> dict[st
     sharded = d.sharded
     est = estimate(model.config, params=n_params, seq_len=seq_len, micro_batch=cfg.micro_batch,
                    world=d.world, fsdp=sharded, cpu_offload=cfg.cpu_offload,
-                   checkpointing=cfg.checkpointing, ce_chunk=cfg.ce_chunk)
+                   checkpointing=cfg.checkpointing, ce_chunk=cfg.ce_chunk,
+                   checkpoint_policy=cfg.checkpoint_policy,
+                   activation_offload=cfg.activation_offload, ce_impl=cfg.ce_impl)
     available = cfg.gpu_memory_gb * 1024**3 if cfg.gpu_memory_gb else gpu_memory_bytes(d.device)
     if cfg.preflight:
         preflight(est, available, what=f"model {cfg.model} at seq_len {seq_len}")
