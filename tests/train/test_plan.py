@@ -94,8 +94,9 @@ def test_offloads_and_fused_ce_by_hand():
     assert act.activations == 32 * (2 * 32 + 400 + 64)
     assert act.host == 32 * 2 * 32
     # fused CE: chunk logits and their gradient (16 x 100 x 4 x 2) + grad of hidden (32 x 8 x 4)
+    # + the head's fp32 gradient accumulator (100 x 8 x 4)
     fused = toy_estimate(ce_impl="fused")
-    assert fused.logits == 12800 + 1024
+    assert fused.logits == 12800 + 1024 + 3200
     # micro-batch 2 doubles the tokens; ce_chunk 0 = the whole micro-batch at once
     whole = toy_estimate(micro_batch=2, ce_chunk=0)
     assert whole.logits == 64 * 100 * 12 and whole.activations == 2 * 27648

@@ -162,13 +162,15 @@ def activations(shape: Shape, tokens: int, *, policy: str, activation_offload: b
 def logits(shape: Shape, tokens: int, *, ce_chunk: int, ce_impl: str) -> float:
     """The loss's peak: chunked CE holds one chunk's fp32 logits, softmax and gradient
     (chunk x V x 4 x 3) while the backward recomputes it; fused CE (and Liger's) computes the
-    gradient in the forward: one chunk's fp32 logits and their gradient (chunk x V x 4 x 2)
-    plus the gradient of the hidden states it keeps for the backward (T x H x 4)."""
+    gradient in the forward: one chunk's fp32 logits and their gradient (chunk x V x 4 x 2),
+    the gradient of the hidden states it keeps for the backward (T x H x 4) and the head's
+    gradient, accumulated over the chunks in fp32 (V x H x 4)."""
     chunk = min(ce_chunk, tokens) if ce_chunk > 0 else tokens
     if ce_impl == "chunked":
         return chunk * shape.vocab_size * 4.0 * 3
     if ce_impl in ("fused", "liger"):
-        return chunk * shape.vocab_size * 4.0 * 2 + tokens * shape.hidden_size * 4.0
+        return (chunk * shape.vocab_size * 4.0 * 2 + tokens * shape.hidden_size * 4.0
+                + shape.vocab_size * shape.hidden_size * 4.0)
     raise ValueError(f"ce_impl {ce_impl!r}: one of {', '.join(CE_IMPLS)}")
 
 
