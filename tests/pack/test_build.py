@@ -200,6 +200,9 @@ def test_subset_indexes_few_files_tokenizes_little_and_stays_deterministic(gen_c
         assert v["available_tokens"] >= v["target_tokens"]
     tokenized = sum(v["tokenized_docs"] for v in m1["input"].values())
     assert tokenized < 0.5 * sum(v["docs"] for v in m1["input"].values())
+    # every output token comes from a document pass 2 tokenized (nothing repeated here)
+    encoded = sum(v["tokenized_tokens"] for v in m1["input"].values())
+    assert m1["tokens_total"] <= encoded < sum(v["tokens"] for v in m1["input"].values())
 
 def _pieces_by_doc(out):
     """{(file index, line): tokens packed} from the shards' provenance."""

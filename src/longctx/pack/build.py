@@ -1026,6 +1026,7 @@ def _manifest(
         domains[d] = entry
     all_long = float(long_tokens.sum() / total) if total else 0.0
     tokenized = scan.pool.tokenized_docs()
+    tokenized_tokens = scan.pool.tokenized_tokens()
     inputs: dict[str, Any] = {}
     for d in vocab:
         e = est[d]
@@ -1035,6 +1036,7 @@ def _manifest(
             "long_token_fraction": (e["long_tokens"] / e["tokens"]) if e["tokens"] else 0.0,
             "estimated": e["estimated"] or len(summaries) < len(tasks),
             "tokenized_docs": tokenized.get(d, 0),
+            "tokenized_tokens": tokenized_tokens.get(d, 0),
             "sample_docs": e["sample_docs"],
             "tokens_per_byte": e["tokens_per_byte"],
             "bytes": e["bytes"],

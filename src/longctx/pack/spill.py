@@ -105,6 +105,13 @@ class Pool:
         n = np.bincount(self.cand["domain"][self.tokenized], minlength=len(self.names))
         return {d: int(n[i]) for i, d in enumerate(self.names)}
 
+    def tokenized_tokens(self) -> dict[str, int]:
+        """Tokens of the candidates tokenized so far, per domain (what pass 2 encoded)."""
+        mask = self.tokenized
+        n = np.bincount(self.cand["domain"][mask], weights=self.cand["length"][mask],
+                        minlength=len(self.names))
+        return {d: int(n[i]) for i, d in enumerate(self.names)}
+
     def record(self, work: Path, file: int, rnd: int, spilled: int) -> None:
         """What round ``rnd`` learnt about ``file`` (its metadata; ``spilled`` tokens in its
         spill), in round order."""
