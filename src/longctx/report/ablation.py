@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from longctx.plotting import draw_needle
+from longctx.plotting import draw_needle, new_figure
 from longctx.report import plots
 from longctx.report.markup import esc, fmt, img, pct, signed, table
 
@@ -45,7 +45,7 @@ def _mean(stat: Any) -> float | None:
 
 def positions_plot(ab: dict[str, Any]) -> bytes:
     """Loss@position of every arm (mean over seeds, bars min-max): the paper's Fig. 3 view."""
-    fig = plots.Figure(figsize=(7, 3.8))
+    fig = new_figure((7, 3.8))
     ax = fig.add_subplot(1, 1, 1)
     for name, arm in ab["arms"].items():
         pos = (arm["summary"].get("loss") or {}).get("positions") or {}
@@ -83,7 +83,7 @@ def needle_grid(ab: dict[str, Any]) -> bytes:
     lengths = sorted({int(k.split(":")[0]) for k in keys})
     depths = sorted({float(k.split(":")[1]) for k in keys})
     n = max(1, len(arms))
-    fig = plots.Figure(figsize=(max(4.0, 0.5 * len(lengths) + 2.2) * n, max(2.6, 0.35 * len(depths) + 1.6)))
+    fig = new_figure((max(4.0, 0.5 * len(lengths) + 2.2) * n, max(2.6, 0.35 * len(depths) + 1.6)))
     im = None
     for i, (name, s) in enumerate(arms):
         ax = fig.add_subplot(1, n, i + 1)
@@ -106,7 +106,7 @@ def mixture_plot(ab: dict[str, Any]) -> bytes:
     """Token share and long-token share per domain, one bar per arm."""
     names = sorted({d for a in ab["arms"].values()
                     for d in (a["summary"]["build"].get("domains") or {})})
-    fig = plots.Figure(figsize=(10, 3.6))
+    fig = new_figure((10, 3.6))
 
     def series(key: str) -> dict[str, list[float | None]]:
         return {arm: [_mean(((a["summary"]["build"].get("domains") or {}).get(d) or {}).get(key))
@@ -120,7 +120,7 @@ def mixture_plot(ab: dict[str, Any]) -> bytes:
 
 
 def curves_plot(ab: dict[str, Any]) -> bytes:
-    fig = plots.Figure(figsize=(7, 3.4))
+    fig = new_figure((7, 3.4))
     ax = fig.add_subplot(1, 1, 1)
     for name, a in ab["arms"].items():
         pts = [(r["step"], r["mean"]) for r in a["summary"]["train"].get("curve") or []
