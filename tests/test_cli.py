@@ -140,3 +140,26 @@ def test_demo_flags_make_the_plan(monkeypatch, tmp_path: Path) -> None:
             main(["demo", *argv])
         assert e.value.code == 2
     assert len(seen) == 3
+
+
+@pytest.mark.parametrize("name,absent", [
+    ("data", ("longctx.eval.cli", "longctx.train.cli", "longctx.report.cli", "longctx.demo")),
+    ("train", ("longctx.eval.cli", "longctx.pack.commands", "longctx.report.cli")),
+    ("version", ("longctx.eval.cli", "longctx.pack.commands", "longctx.train.cli")),
+])
+def test_one_command_imports_only_its_own_modules(name, absent):
+    """`longctx NAME ...` registers NAME alone, so the other commands' modules stay unloaded."""
+    code = (f"import sys; from longctx.cli import build_app; build_app({name!r}); "
+            f"print(','.join(m for m in {absent!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "", f"{name} imported {out}"
+
+
+def test_a_single_command_tree_is_still_a_group(capsys):
+    """With one command registered, `longctx version` still needs its name (not the default)."""
+    main(["version"])
+    assert capsys.readouterr().out.strip()
+    with pytest.raises(SystemExit) as e:
+        main(["--no-such-flag"])
+    assert e.value.code == 2

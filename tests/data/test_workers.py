@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import time
 
 import pytest
@@ -103,3 +104,22 @@ def test_keep_server_shares_one_fork_server_across_pools():
         assert _server_pid() is None
     finally:
         stop_forkserver()
+
+
+def test_fork_server_preloads_a_script_main_but_not_a_module_main(monkeypatch):
+    """A ``-m`` main (``python -m longctx``: the whole CLI) is skipped by workers anyway;
+    a script main would be imported by every worker, so the server imports it once."""
+    import types
+
+    from longctx.data import workers
+
+    as_module = types.ModuleType("__main__")
+    as_module.__file__ = "/x/longctx/__main__.py"
+    as_module.__spec__ = types.SimpleNamespace(name="longctx.__main__")
+    monkeypatch.setitem(sys.modules, "__main__", as_module)
+    assert "__main__" not in workers._preload_modules(_slow_square)
+    script = types.ModuleType("__main__")
+    script.__file__ = "/x/run_build.py"
+    script.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert workers._preload_modules(_slow_square)[0] == "__main__"
