@@ -16,19 +16,17 @@ this order (each wraps what the previous one built):
 
 :func:`check_fast_paths` refuses, in one line, the paths this machine cannot run (Liger and
 FlashAttention not installed, CUDA-only paths without a GPU); ``TrainConfig.validate`` calls
-it, and :func:`prepare_model` again with the device the run resolved to.
+it, and :func:`prepare_model` again with the device the run resolved to. (``cfg`` below is a
+``TrainConfig``; it is not imported, since config.py imports this module.)
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from longctx.errors import LongctxError
-
-if TYPE_CHECKING:
-    from longctx.train.config import TrainConfig
 
 LIGER_INSTALL = "pip install liger-kernel"
 FLASH_INSTALL = "pip install flash-attn (or flash-attn-3 / flash-attn-4)"
@@ -38,7 +36,7 @@ class FastPathError(LongctxError):
     pass
 
 
-def check_fast_paths(cfg: TrainConfig, device_type: str) -> None:
+def check_fast_paths(cfg: Any, device_type: str) -> None:
     """Refuse the fast paths that cannot run on ``device_type`` ("cpu" or "cuda")."""
     if cfg.ce_impl == "liger":
         if importlib.util.find_spec("liger_kernel") is None:
@@ -87,7 +85,22 @@ def liger_loss() -> Any:
     return LigerFusedLinearCrossEntropyLoss(ignore_index=-100, reduction="sum")
 
 
-def prepare_model(model: Any, cfg: TrainConfig, *, device_type: str | None = None) -> None:
+def liger_cross_entropy(hidden: Any, weight: Any, targets: Any, chunk: int) -> tuple[Any, Any]:
+    """(sum of token losses, scored tokens) through Liger-Kernel's fused linear cross-entropy;
+    without grad (eval) the chunked loss, as :func:`longctx.train.loss.fused_cross_entropy`
+    does."""
+    import torch
+
+    from longctx.train.loss import IGNORE, chunked_cross_entropy
+
+    if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad):
+        return chunked_cross_entropy(hidden, weight, targets, chunk)
+    t = targets.reshape(-1)
+    loss = liger_loss()(weight, hidden.reshape(-1, hidden.shape[-1]), t)
+    return loss, (t != IGNORE).sum()
+
+
+def prepare_model(model: Any, cfg: Any, *, device_type: str | None = None) -> None:
     """Checkpointing (with ``checkpoint_policy``), activation offload and compilation.
 
     ``device_type`` is where the run trains (default: ``cfg.device``, auto = cuda when one is
@@ -103,7 +116,7 @@ def prepare_model(model: Any, cfg: TrainConfig, *, device_type: str | None = Non
         compile_layers(decoder_layers(model))
 
 
-def resolved_device_type(cfg: TrainConfig) -> str:
+def resolved_device_type(cfg: Any) -> str:
     if cfg.device != "auto":
         return cfg.device
     import torch

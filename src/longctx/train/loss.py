@@ -8,8 +8,8 @@ sums the losses (:func:`chunked_cross_entropy`); evaluation keeps one loss per t
 
 :func:`fused_cross_entropy` (``ce_impl: fused``) skips the recompute: each chunk's gradients
 (softmax minus one-hot, times the head) are computed in the forward, right after its loss, and
-the backward only scales them. :func:`liger_cross_entropy` (``ce_impl: liger``) hands the same
-job to Liger-Kernel's Triton kernel (CUDA only).
+the backward only scales them. :func:`longctx.train.fastpaths.liger_cross_entropy` (``ce_impl: liger``)
+hands the same job to Liger-Kernel's Triton kernel (CUDA only).
 """
 
 from __future__ import annotations
@@ -141,17 +141,3 @@ def _fused_function() -> Any:
 
     _FUSED = _FusedLinearCrossEntropy
     return _FUSED
-
-
-def liger_cross_entropy(hidden: Any, weight: Any, targets: Any, chunk: int) -> tuple[Any, Any]:
-    """(sum of token losses, scored tokens) through Liger-Kernel's fused linear cross-entropy;
-    without grad (eval) the chunked loss, as :func:`fused_cross_entropy` does."""
-    import torch
-
-    from longctx.train.fastpaths import liger_loss
-
-    if not torch.is_grad_enabled() or not (hidden.requires_grad or weight.requires_grad):
-        return chunked_cross_entropy(hidden, weight, targets, chunk)
-    t = targets.reshape(-1)
-    loss = liger_loss()(weight, hidden.reshape(-1, hidden.shape[-1]), t)
-    return loss, (t != IGNORE).sum()

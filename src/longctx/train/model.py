@@ -101,11 +101,8 @@ def _wrapper_class() -> Any:
         return _WRAPPER
     import torch
 
-    from longctx.train.loss import (
-        chunked_cross_entropy,
-        fused_cross_entropy,
-        liger_cross_entropy,
-    )
+    from longctx.train.fastpaths import liger_cross_entropy
+    from longctx.train.loss import chunked_cross_entropy, fused_cross_entropy
 
     losses = {"chunked": chunked_cross_entropy, "fused": fused_cross_entropy,
               "liger": liger_cross_entropy}
