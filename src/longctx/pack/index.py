@@ -363,6 +363,8 @@ def _read(
     for d, smp in zip(domains, samples, strict=True):
         st = counts[d]
         entries = smp.entries()
+        if task.file_range.whole:  # no ranges to merge with: only the top-up needs tokens
+            entries = topup(st["sample_docs"], st["sample_bytes"], entries)
         tokens = tokenized.lengths([cut for *_, cut in entries])
         reserve = [[u, line, n, t] for (u, line, n, _), t in zip(entries, tokens, strict=True)]
         reserves[d] = {"rate": [st["sample_docs"], st["sample_bytes"], st["sample_tokens"]],
