@@ -109,12 +109,13 @@ class ShardWriter:
         n = ids.shape[0]
         if not (len(doc_offsets) == len(doc_domains) == len(continues) == n):
             raise ShardError("input_ids, doc_offsets, doc_domains and continues differ in rows")
-        flat = pa.array(ids.reshape(-1), type=self.schema.field("input_ids").type.value_type)
         columns = [
-            pa.FixedSizeListArray.from_arrays(flat, self.seq_len),
-            pa.array([list(map(int, o)) for o in doc_offsets], type=pa.list_(pa.int32())),
+            pa.FixedSizeListArray.from_arrays(
+                _from_numpy(ids.reshape(-1), self.schema.field("input_ids").type.value_type),
+                self.seq_len),
+            _list_column(doc_offsets, self.schema.field("doc_offsets").type),
             _domain_column(doc_domains, self.schema.field("doc_domains").type),
-            pa.array(list(map(bool, continues)), type=pa.bool_()),
+            _bool_column(continues),
         ]
         if self.provenance:
             if provenance is None or set(provenance) != set(PROVENANCE_COLUMNS):
@@ -123,7 +124,7 @@ class ShardWriter:
                 values = provenance[name]
                 if len(values) != n:
                     raise ShardError(f"provenance column {name} has {len(values)} rows, not {n}")
-                columns.append(pa.array([list(map(int, v)) for v in values], type=pa.list_(tp)))
+                columns.append(_list_column(values, pa.list_(tp)))
         batch = pa.record_batch(columns, schema=self.schema)
         self._writer.write_batch(batch)
         self.rows += n
@@ -138,10 +139,39 @@ class ShardWriter:
         return {"path": self.path.name, "rows": self.rows, "sha256": h.hexdigest()}
 
 
-def _domain_column(doc_domains: Sequence[Sequence[int]], tp: pa.DataType) -> pa.Array:
+# Columns are built from numpy buffers, not with pa.array: pa.array checks its input
+# against pandas types and so imports pandas (~0.2 CPU-s, a tenth of a small build).
+
+
+def _from_numpy(values: np.ndarray, tp: pa.DataType) -> pa.Array:
+    """A null-free Arrow array over ``values`` (already of ``tp``'s numpy dtype)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(tp, len(values), [None, pa.py_buffer(values)])
+
+
+def _list_column(rows: Sequence[Sequence[int]], tp: pa.ListType) -> pa.Array:
+    """list<int> column; OverflowError when a value does not fit ``tp``'s integers."""
+    dtype = np.dtype(tp.value_type.to_pandas_dtype())
+    parts = [np.asarray(r, dtype=np.int64).reshape(-1) for r in rows]
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    limits = np.iinfo(dtype)
+    if len(values) and (int(values.min()) < limits.min or int(values.max()) > limits.max):
+        raise OverflowError(f"a value does not fit {tp.value_type}")
+    offsets = np.zeros(len(parts) + 1, dtype=np.int32)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    return pa.ListArray.from_arrays(_from_numpy(offsets, pa.int32()),
+                                    _from_numpy(values.astype(dtype), tp.value_type), type=tp)
+
+
+def _bool_column(flags: Sequence[bool]) -> pa.Array:
+    bits = np.packbits(np.asarray(flags, dtype=bool), bitorder="little")
+    return pa.Array.from_buffers(pa.bool_(), len(flags), [None, pa.py_buffer(bits)])
+
+
+def _domain_column(doc_domains: Sequence[Sequence[int]], tp: pa.ListType) -> pa.Array:
     try:
-        return pa.array([list(map(int, d)) for d in doc_domains], type=tp)
-    except (pa.ArrowInvalid, OverflowError):
+        return _list_column(doc_domains, tp)
+    except OverflowError:
         raise ShardError(
             f"a domain code does not fit {tp.value_type}: open ShardWriter with "
             "num_domains=len(domain_vocab)"
