@@ -12,6 +12,7 @@ commands, so ``longctx --help`` stays fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -76,4 +77,9 @@ def __getattr__(name: str) -> Any:
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in args if not a.startswith("-")), None)
+    if first == "data":
+        # The data stage multiplies no matrices, but numpy's OpenBLAS starts a thread per core
+        # on import (~0.07 CPU-s in each process: this one, and the build's fork server,
+        # whose workers inherit the setting). A value the user set is kept.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     run_app(build_app(first if first in COMMANDS else None), argv)
