@@ -8,7 +8,9 @@ chunk number.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import Any
 
 import numpy as np
 
@@ -18,10 +20,15 @@ _TWO64 = float(1 << 64)
 
 def doc_draws(seed: int, doc_id: str) -> tuple[float, int]:
     """(keep draw u in [0, 1), 64-bit ordering priority) for one document."""
-    h = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=16, key=_seed_key(seed)).digest()
-    u = int.from_bytes(h[:8], "little") / _TWO64
-    priority = int.from_bytes(h[8:], "little")
-    return u, priority
+    h = _keyed(seed).copy()  # a copy of the keyed state: cheaper than keying each document
+    h.update(doc_id.encode("utf-8"))
+    d = h.digest()
+    return int.from_bytes(d[:8], "little") / _TWO64, int.from_bytes(d[8:], "little")
+
+
+@functools.lru_cache(maxsize=16)
+def _keyed(seed: int) -> Any:
+    return hashlib.blake2b(digest_size=16, key=_seed_key(seed))
 
 
 def keeps_short(u: float, short_keep: float) -> bool:
