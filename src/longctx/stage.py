@@ -195,14 +195,29 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def save_npz_atomic(path: str | Path, arrays: dict[str, Any]) -> None:
+    """``np.savez`` via a temp file + rename, like :func:`write_json_atomic`."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     """The folder's manifest, or None when it is missing, torn, not JSON or not an object.
 
     A manifest that cannot be read means "not done": the stage runs again.
     """
-    p = Path(folder) / MANIFEST
+    return read_json_object(Path(folder) / MANIFEST)
+
+
+def read_json_object(path: str | Path) -> dict[str, Any] | None:
+    """A JSON object read from ``path``, or None when it is missing, torn, not JSON or not
+    an object (a work file that cannot be read is work not done)."""
     try:
-        with open(p, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return None

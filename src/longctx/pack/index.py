@@ -25,7 +25,6 @@ merge a split file's ranges into the very index and sample of the unsplit read.
 from __future__ import annotations
 
 import heapq
-import json
 import os
 import time
 from array import array
@@ -41,6 +40,7 @@ from longctx.data.readers import Fields, domain_code_dtype
 from longctx.mix.heldout import heldout_draw, is_heldout
 from longctx.mix.sampling import doc_draws, keeps_short
 from longctx.pack.tok import TokenizerSpec
+from longctx.stage import read_json_object, save_npz_atomic, write_json_atomic
 
 SAMPLE_RATE = 0.01
 TOPUP_DOCS = 32
@@ -113,11 +113,8 @@ def index_paths(work_dir: str | Path, index: int, part: int = 0) -> tuple[Path, 
 def load_index_done(task: IndexTask) -> dict[str, Any] | None:
     """The summary of a finished index of this range with the same settings, if any."""
     arrays, text, marker = index_paths(task.work_dir, task.index, task.part)
-    try:
-        summary = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-    if (summary.get("index_hash") != task.index_hash
+    summary = read_json_object(marker)
+    if (summary is None or summary.get("index_hash") != task.index_hash
             or summary.get("sample") != SAMPLE_SETTINGS or summary.get("range") != task.range_key
             or not arrays.is_file() or not text.is_file()):
         return None
@@ -250,10 +247,8 @@ def index_file(task: IndexTask) -> dict[str, Any]:
     arrays["domain"] = arrays["domain"].astype(dom_dtype)
     arrays["held_domain"] = arrays["held_domain"].astype(dom_dtype)
     arrays["kept"] = arrays["kept"].astype(bool)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
+    save_npz_atomic(path, arrays)
     os.replace(tmp_text, text_path)
-    os.replace(tmp, path)
     summary = {
         "index_hash": task.index_hash,
         "sample": SAMPLE_SETTINGS,
@@ -267,9 +262,7 @@ def index_file(task: IndexTask) -> dict[str, Any]:
         "skipped": dict(sorted(skipped.items())),
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
-    tmp_marker = marker.with_name(marker.name + ".tmp")
-    tmp_marker.write_text(json.dumps(summary))
-    os.replace(tmp_marker, marker)
+    write_json_atomic(marker, summary)  # last: the marker says the files above are whole
     return summary
 
 

@@ -13,7 +13,6 @@ same domain codes (order of first appearance), counters and tokenized sample.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from longctx.pack.index import (
     topup,
     unit_stem,
 )
+from longctx.stage import read_json_object, write_json_atomic
 
 
 def may_split(path: str, split_bytes: int) -> bool:
@@ -85,18 +85,13 @@ def count_part(task: CountTask) -> dict[str, Any]:
     """Count the range's lines; write and return the marker."""
     summary = {"index": task.index, "part": task.part, "range": task.record(),
                "lines": count_lines(task.file_range)}
-    tmp = task.marker.with_name(task.marker.name + ".tmp")
-    tmp.write_text(json.dumps(summary))
-    os.replace(tmp, task.marker)
+    write_json_atomic(task.marker, summary)
     return summary
 
 
 def load_count_done(task: CountTask) -> dict[str, Any] | None:
-    try:
-        summary = json.loads(task.marker.read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if summary.get("range") == task.record() else None
+    summary = read_json_object(task.marker)
+    return summary if summary is not None and summary.get("range") == task.record() else None
 
 
 def part_tasks(task: IndexTask, ranges: list[FileRange], counts: list[int]) -> list[IndexTask]:

@@ -18,7 +18,6 @@ transformers nor torch).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 from longctx.mix.strategies import is_long
 from longctx.pack.index import index_paths, load_index, unit_stem
 from longctx.pack.tok import TokenizerSpec
+from longctx.stage import read_json_object, save_npz_atomic, write_json_atomic
 
 BATCH_DOCS = 512
 BATCH_BYTES = 1 << 20  # bounds the memory of one encode_batch (Encodings are ~100 B/token)
@@ -80,11 +80,8 @@ def spill_paths(work_dir: str | Path, index: int, key: int) -> tuple[Path, Path,
 def load_done(task: ScanTask) -> dict[str, Any] | None:
     """The summary of a finished scan of these rows with the same settings, if any."""
     tokens, meta, marker = spill_paths(task.work_dir, task.index, task.key)
-    try:
-        summary = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        return None
-    if (summary.get("scan_hash") != task.scan_hash or summary.get("rows") != task.digest()
+    summary = read_json_object(marker)
+    if (summary is None or summary.get("scan_hash") != task.scan_hash or summary.get("rows") != task.digest()
             or summary.get("part") != task.part or not tokens.is_file() or not meta.is_file()):
         return None
     return summary
@@ -151,10 +148,8 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
             cols[pre + "row"] = np.asarray(rows, dtype=np.int64)
             cols[pre + "length"] = length
             cols[pre + "start"] = start
-    tmp_meta = meta_path.with_name(meta_path.name + ".tmp.npz")
-    np.savez(tmp_meta, **cols)
+    save_npz_atomic(meta_path, cols)
     os.replace(tmp_tokens, tokens_path)
-    os.replace(tmp_meta, meta_path)
     summary = {
         "scan_hash": task.scan_hash,
         "index": task.index,
@@ -166,7 +161,5 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         "spilled": written,  # tokens in the spill
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
-    tmp_marker = marker.with_name(marker.name + ".tmp")
-    tmp_marker.write_text(json.dumps(summary))
-    os.replace(tmp_marker, marker)
+    write_json_atomic(marker, summary)  # last: the marker says the files above are whole
     return summary
