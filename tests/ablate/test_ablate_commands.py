@@ -10,7 +10,7 @@ from longctx.ablate.run import plan_units, trained_length
 from longctx.config import _merge, build_config, load_yaml
 from longctx.eval.loss import LossConfig
 from longctx.eval.needle import NeedleConfig
-from longctx.pack.build import BuildConfig
+from longctx.pack.buildplan import BuildConfig
 from longctx.train.config import TrainConfig
 
 from .ablate_helpers import cpu_config

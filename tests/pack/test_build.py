@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from longctx.pack.build import BuildConfig, BuildError, run_build
+from longctx.pack.build import run_build
+from longctx.pack.buildplan import BuildConfig, BuildError
 from longctx.pack.shards import PackedDataset
 from longctx.pack.tok import resolve_spec
 from longctx.stage import sha256_file

@@ -8,15 +8,9 @@ import pyarrow as pa
 import pytest
 
 from longctx.mix.strategies import GLOBAL_GROUP
-from longctx.pack.build import (
-    BuildConfig,
-    BuildError,
-    open_work_dir,
-    pack_selection,
-    plan_scan,
-    plan_selection,
-    scan_inputs,
-)
+from longctx.pack.build import pack_selection, plan_selection
+from longctx.pack.buildplan import BuildConfig, BuildError, open_work_dir, plan_scan
+from longctx.pack.passes import scan_inputs
 from longctx.pack.spill import SpillReader
 from longctx.progress import progress_bar
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from longctx.config import ConfigError
-from longctx.pack.build import BuildConfig, run_build
+from longctx.pack.build import run_build
+from longctx.pack.buildplan import BuildConfig
 from longctx.pack.executors import ExecutorError, ExecutorSettings, RunTasks, make_executor
 from longctx.pack.index import index_file
 

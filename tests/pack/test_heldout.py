@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from longctx.mix.heldout import PAD_DOMAIN, choose_heldout, heldout_draw, pack_heldout
-from longctx.pack.build import BuildConfig, run_build
+from longctx.pack.build import run_build
+from longctx.pack.buildplan import BuildConfig
 from longctx.pack.shards import PackedDataset, ShardError
 
 

@@ -12,18 +12,13 @@ import numpy as np
 import pytest
 import zstandard
 
-from longctx.pack import build as build_module
 from longctx.pack import parts
-from longctx.pack.build import (
-    FAIL_HOOK_ENV,
-    BuildConfig,
-    open_work_dir,
-    plan_scan,
-    run_build,
-    scan_inputs,
-)
+from longctx.pack import passes as passes_module
+from longctx.pack.build import run_build
+from longctx.pack.buildplan import FAIL_HOOK_ENV, BuildConfig, open_work_dir, plan_scan
 from longctx.pack.index import index_paths
 from longctx.pack.parts import file_ranges
+from longctx.pack.passes import scan_inputs
 from longctx.progress import progress_bar
 
 from .pack_corpus import PROFILES, _text
@@ -165,7 +160,7 @@ def test_interrupted_split_build_reuses_its_ranges_and_equals_the_unsplit(
             seen[p] = p.stat().st_mtime_ns
         return real(work, summaries)
 
-    monkeypatch.setattr(build_module, "merge_parts", spy)
+    monkeypatch.setattr(passes_module, "merge_parts", spy)
     man = run_build(build_args(split_corpus, out, split_bytes=SPLIT), progress=False)
     assert all(seen[p] == t for p, t in done.items())  # not indexed again
     assert comparable(out, man) == unsplit

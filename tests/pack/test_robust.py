@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from longctx.data.readers import DataError
-from longctx.pack.build import FAIL_HOOK_ENV, BuildConfig, run_build
+from longctx.pack.build import run_build
+from longctx.pack.buildplan import FAIL_HOOK_ENV, BuildConfig
 from longctx.pack.export import run_export
 from longctx.pack.shards import PackedDataset
 

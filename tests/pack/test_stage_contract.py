@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from longctx.pack.build import BuildConfig, run_build
+from longctx.pack.build import run_build
+from longctx.pack.buildplan import BuildConfig
 from longctx.pack.shards import PackedDataset
 from longctx.stage import StageError, stage_output
 

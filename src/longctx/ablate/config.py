@@ -22,7 +22,7 @@ from longctx.errors import LongctxError
 from longctx.eval.loss import LossConfig
 from longctx.eval.needle import NeedleConfig
 from longctx.mix.strategies import STRATEGIES
-from longctx.pack.build import BuildConfig
+from longctx.pack.buildplan import BuildConfig
 from longctx.train.config import TrainConfig
 
 MIXTURE_KEYS = ("strategy", "mix", "upsample", "short_keep")

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from longctx.cliopts import flag_command, opt, param, stage_command
-from longctx.pack.build import BuildConfig
+from longctx.pack.buildplan import BuildConfig
 
 
 def _summary(manifest: dict[str, Any]) -> str:
