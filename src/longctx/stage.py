@@ -184,14 +184,17 @@ def run_hash(cfg: Any, inputs: Iterable[str] = ("model", "data", "eval_data", "h
     return config_hash({"config": values, "inputs": identities})
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON via a temp file + rename so readers never see a half-written file."""
+def write_json_atomic(path: str | Path, data: Any, *, default: Any = str) -> None:
+    """Write JSON via a temp file + rename so readers never see a half-written file.
+
+    ``default`` turns what JSON cannot hold into something it can (``str``: paths in
+    manifests); None raises instead (work markers, whose values are read back as numbers)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=False, default=default) + "\n"  # may raise:
+    path.parent.mkdir(parents=True, exist_ok=True)  # before any file exists
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
+        f.write(text)
     os.replace(tmp, path)
 
 

@@ -262,7 +262,7 @@ def index_file(task: IndexTask) -> dict[str, Any]:
         "skipped": dict(sorted(skipped.items())),
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
-    write_json_atomic(marker, summary)  # last: the marker says the files above are whole
+    write_json_atomic(marker, summary, default=None)  # last: the marker says the files above are whole
     return summary
 
 

@@ -85,7 +85,7 @@ def count_part(task: CountTask) -> dict[str, Any]:
     """Count the range's lines; write and return the marker."""
     summary = {"index": task.index, "part": task.part, "range": task.record(),
                "lines": count_lines(task.file_range)}
-    write_json_atomic(task.marker, summary)
+    write_json_atomic(task.marker, summary, default=None)
     return summary
 
 

@@ -161,5 +161,5 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         "spilled": written,  # tokens in the spill
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
-    write_json_atomic(marker, summary)  # last: the marker says the files above are whole
+    write_json_atomic(marker, summary, default=None)  # last: the marker says the files above are whole
     return summary
