@@ -184,7 +184,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def _get_dotted(record: dict, dotted: str) -> tuple[bool, object]:
-    if "." not in dotted:  # the common case, once per record: no split
+    if "." not in dotted and isinstance(record, dict):  # the common case: no split
         return (True, record[dotted]) if dotted in record else (False, None)
     node: object = record
     for part in dotted.split("."):

@@ -140,7 +140,7 @@ class ShardWriter:
 
 
 # Columns are built from numpy buffers, not with pa.array: pa.array checks its input
-# against pandas types and so imports pandas (~0.2 CPU-s, a tenth of a small build).
+# against pandas types and so imports pandas (~0.2 CPU-s of every build).
 
 
 def _from_numpy(values: np.ndarray, tp: pa.DataType) -> pa.Array:
