@@ -318,8 +318,8 @@ def main() -> None:
         f"{p['wall_s'] / PAPER_WALL_S:.2f} of the paper's 16 s (target <= 0.33)"
     )
     print(
-        f"  of which tokenizing what exact selection needs ({p['tokens_tokenized'] / corpus_tokens:.1%}"
-        f" of the corpus) at bare encode_batch_fast's speed: x{tokenize_floor:.3f}; the rest "
+        f"  of which tokenizing what exact selection needs "
+        f"({p['tokens_tokenized'] / corpus_tokens:.1%} of the corpus) at bare encode_batch_fast's speed: x{tokenize_floor:.3f}; the rest "
         f"(reading, sample, start-up, workers, packing): x{paper_cpu_ratio - tokenize_floor:.3f}"
     )
     print(

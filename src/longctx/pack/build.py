@@ -62,11 +62,8 @@ from longctx.pack.buildplan import (
     open_work_dir,
     plan_scan,
 )
-from longctx.pack.index import index_file
 from longctx.pack.packer import Piece, pack_rows
-from longctx.pack.parts import count_part
-from longctx.pack.passes import ScanResult, scan_inputs
-from longctx.pack.scan import scan_file
+from longctx.pack.passes import STEPS, ScanResult, scan_inputs
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import SpillReader
 from longctx.progress import progress_bar
@@ -84,8 +81,7 @@ def run_build(cfg: BuildConfig, *, progress: bool | None = None) -> dict[str, An
     if cfg.workers > 1 and cfg.executor == "pool":  # one fork server for all its pools
         from longctx.data.tokenizer import resolve_tokenizer_dir
 
-        prestart((count_part, index_file, scan_file),
-                 resolve_tokenizer_dir(cfg.tokenizer)[1] / "tokenizer.json")
+        prestart(STEPS, resolve_tokenizer_dir(cfg.tokenizer)[1] / "tokenizer.json")
     try:
         with stage_output(cfg.out or "", STAGE, force=cfg.force, inputs=cfg.inputs):
             return _build(cfg, progress, timer)

@@ -262,7 +262,8 @@ def index_file(task: IndexTask) -> dict[str, Any]:
         "skipped": dict(sorted(skipped.items())),
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
-    write_json_atomic(marker, summary, default=None)  # last: the marker says the files above are whole
+    # last: a marker says the files above are whole
+    write_json_atomic(marker, summary, default=None)
     return summary
 
 

@@ -52,6 +52,9 @@ from longctx.pack.scan import (
 )
 from longctx.pack.spill import Pool
 
+# The per-task steps the passes run: the build's fork server imports their modules once.
+STEPS = (count_part, index_file, scan_file)
+
 
 @dataclass
 class ScanResult:

@@ -81,8 +81,8 @@ def load_done(task: ScanTask) -> dict[str, Any] | None:
     """The summary of a finished scan of these rows with the same settings, if any."""
     tokens, meta, marker = spill_paths(task.work_dir, task.index, task.key)
     summary = read_json_object(marker)
-    if (summary is None or summary.get("scan_hash") != task.scan_hash or summary.get("rows") != task.digest()
-            or summary.get("part") != task.part or not tokens.is_file() or not meta.is_file()):
+    if (summary is None or summary.get("scan_hash") != task.scan_hash
+            or summary.get("rows") != task.digest() or summary.get("part") != task.part or not tokens.is_file() or not meta.is_file()):
         return None
     return summary
 
@@ -161,5 +161,6 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         "spilled": written,  # tokens in the spill
         "cpu_s": round(time.process_time() - cpu0, 4),
     }
-    write_json_atomic(marker, summary, default=None)  # last: the marker says the files above are whole
+    # last: a marker says the files above are whole
+    write_json_atomic(marker, summary, default=None)
     return summary

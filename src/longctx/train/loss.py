@@ -8,8 +8,8 @@ sums the losses (:func:`chunked_cross_entropy`); evaluation keeps one loss per t
 
 :func:`fused_cross_entropy` (``ce_impl: fused``) skips the recompute: each chunk's gradients
 (softmax minus one-hot, times the head) are computed in the forward, right after its loss, and
-the backward only scales them. :func:`longctx.train.fastpaths.liger_cross_entropy` (``ce_impl: liger``)
-hands the same job to Liger-Kernel's Triton kernel (CUDA only).
+the backward only scales them. :func:`longctx.train.fastpaths.liger_cross_entropy`
+(``ce_impl: liger``) hands the same job to Liger-Kernel's Triton kernel (CUDA only).
 """
 
 from __future__ import annotations
