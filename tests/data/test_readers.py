@@ -297,3 +297,31 @@ def test_slimpajama_schema_file(slimpajama_jsonl):
     orig = json.loads(Path(slimpajama_jsonl).parent.joinpath("wiki/sample_wiki1.jsonl")
                       .open(encoding="utf-8").readline())
     assert first_wiki.text == orig["text"]
+
+
+def test_repeated_domain_values_keep_their_outcome(tmp_path):
+    """The reader remembers each domain value's check per file: a value seen again (good,
+    blank, too long, a lone surrogate, a number) gets the same outcome, and past the memo's
+    size every value is still checked."""
+    values = [b'"A"', b'""', b'"  "', b'"' + b"d" * 300 + b'"', b'"A\\udfff"', b"7", b"true"]
+    lines = [b'{"text": "t", "meta": {"redpajama_set_name": ' + v + b"}}"
+             for _ in range(3) for v in values]
+    lines += [json.dumps({"text": "t", "meta": {"redpajama_set_name": f"D{i}"}}).encode()
+              for i in range(R._DOMAIN_MEMO + 50)]
+    lines += [b'{"text": "t", "meta": {"redpajama_set_name": "' + b"e" * 300 + b'"}}'] * 2
+    docs, skipped = _docs(write_lines(tmp_path / "repeat.jsonl", lines, None))
+    head = [d.domain for d in docs[:9]]
+    assert head == ["A", "7", "True"] * 3
+    assert [d.domain for d in docs[9:]] == [f"D{i}" for i in range(R._DOMAIN_MEMO + 50)]
+    assert skipped == {R.MISSING_DOMAIN: 6, R.INVALID_DOMAIN: 5, R.INVALID_UNICODE: 3}
+
+
+def test_an_ascii_text_with_an_escaped_backslash_u_is_kept(tmp_path):
+    """A text holding the six characters \\ud800 (an escaped backslash) is ASCII and valid;
+    a non-ASCII text with a real lone surrogate is not."""
+    lines = [b'{"text": "path \\\\ud800 literal", "meta": {"redpajama_set_name": "A"}}',
+             b'{"text": "caf\\u00e9 \\ud800", "meta": {"redpajama_set_name": "A"}}',
+             b'{"text": "caf\\u00e9 \\ud83d\\ude00", "meta": {"redpajama_set_name": "A"}}']
+    docs, skipped = _docs(write_lines(tmp_path / "esc.jsonl", lines, None))
+    assert [d.text for d in docs] == ["path \\ud800 literal", "caf\u00e9 \U0001F600"]
+    assert skipped == {R.INVALID_UNICODE: 1}

@@ -17,6 +17,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,17 @@ class Fields:
     text: str = "text"
     domain: str = "meta.redpajama_set_name"
 
+    @cached_property
+    def text_path(self) -> tuple[str, ...]:
+        return tuple(self.text.split("."))
+
+    @cached_property
+    def domain_path(self) -> tuple[str, ...] | None:
+        """The domain's keys, or None when the domain comes from the file's path."""
+        if self.domain in (DOMAIN_FROM_DIR, DOMAIN_FROM_FILE):
+            return None
+        return tuple(self.domain.split("."))
+
 
 def _domain_from_path(file: str, how: str) -> str:
     p = Path(file)
@@ -183,11 +195,10 @@ def expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return unique
 
 
-def _get_dotted(record: dict, dotted: str) -> tuple[bool, object]:
-    if "." not in dotted and isinstance(record, dict):  # the common case: no split
-        return (True, record[dotted]) if dotted in record else (False, None)
-    node: object = record
-    for part in dotted.split("."):
+def _get_path(record: object, path: tuple[str, ...]) -> tuple[bool, object]:
+    """(found, value) of the nested keys ``path`` (a dotted field, split) in a record."""
+    node = record
+    for part in path:
         if not isinstance(node, dict) or part not in node:
             return False, None
         node = node[part]
@@ -349,35 +360,56 @@ def _domain_reason(domain: str) -> str | None:
     """Why a domain name is unusable, or None."""
     if len(domain) > MAX_DOMAIN_CHARS:
         return INVALID_DOMAIN
-    if _has_lone_surrogate(domain):
+    if not domain.isascii() and _has_lone_surrogate(domain):
         return INVALID_UNICODE
     return None
 
 
-def _record_to_document(record: object, fields: Fields, file: str, index: int) -> Document | str:
-    """A Document, or the skip reason for this record."""
+_DOMAIN_MEMO = 1024  # domain values whose check is remembered per file (a corpus has a few)
+
+
+def _record_to_document(
+    record: object, fields: Fields, file: str, index: int, memo: dict | None = None
+) -> Document | str:
+    """A Document, or the skip reason for this record. ``memo`` (one per file) remembers each
+    domain value's outcome: records repeat a few names, and checking one costs as much as
+    the rest of the record."""
     if not isinstance(record, dict):
         return NOT_AN_OBJECT
-    ok, text = _get_dotted(record, fields.text)
+    ok, text = _get_path(record, fields.text_path)
     if not ok or text is None:
         return MISSING_TEXT
     if not isinstance(text, str):
         return NON_STRING_TEXT
     if not text or text.isspace():  # (what strip() removes, without copying the text)
         return EMPTY_TEXT
-    if fields.domain in (DOMAIN_FROM_DIR, DOMAIN_FROM_FILE):
+    path = fields.domain_path
+    if path is None:
         domain = _domain_from_path(file, fields.domain)  # a path may hold undecodable bytes
+        reason = _domain_reason(domain)
     else:
-        ok, value = _get_dotted(record, fields.domain)
-        if not ok or value is None or (isinstance(value, str) and not value.strip()):
+        ok, value = _get_path(record, path)
+        if not ok or value is None:
             return MISSING_DOMAIN
         if isinstance(value, (dict, list, tuple)):
             return INVALID_DOMAIN
-        domain = str(value)
-    reason = _domain_reason(domain)
+        got = memo.get(value) if memo is not None and type(value) is str else None
+        if got is None:
+            got = _check_domain(value)
+            if memo is not None and type(value) is str and len(memo) < _DOMAIN_MEMO:
+                memo[value] = got
+        domain, reason = got
     if reason:
         return reason
-    return Document(text=text, domain=domain, file=file, index=index)
+    return Document(text, domain, file, index)
+
+
+def _check_domain(value: object) -> tuple[str, str | None]:
+    """(name, why it is unusable or None) of a scalar domain value."""
+    if isinstance(value, str) and not value.strip():
+        return "", MISSING_DOMAIN
+    domain = str(value)
+    return domain, _domain_reason(domain)
 
 
 def _skip(
@@ -391,7 +423,7 @@ def _skip(
 
 
 def _parse_line(
-    raw: bytes | None, fields: Fields, file: str, index: int
+    raw: bytes | None, fields: Fields, file: str, index: int, memo: dict | None = None
 ) -> Document | tuple[str, str] | None:
     """One jsonl line: a Document, (skip reason, detail), or None for a blank line."""
     if raw is None:
@@ -412,10 +444,12 @@ def _parse_line(
         return MALFORMED_JSON, str(e)
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(record):
         return TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH}"
-    doc = _record_to_document(record, fields, file, index)
+    doc = _record_to_document(record, fields, file, index, memo)
     if isinstance(doc, str):
         return doc, ""
-    if _has_surrogate_escape(raw) and _has_lone_surrogate(doc.text):
+    # Only an escaped surrogate can put one in the text, and a text that holds one is not
+    # ASCII (isascii() is a flag lookup): most texts skip both scans.
+    if not doc.text.isascii() and _has_surrogate_escape(raw) and _has_lone_surrogate(doc.text):
         return INVALID_UNICODE, "lone surrogate in the text"
     return doc
 
@@ -438,9 +472,10 @@ def iter_jsonl_chunks(
     """Documents of jsonl bytes arriving in chunks whose first line is line ``first_index`` of
     ``file``: the whole of a file, or one byte range of it (:mod:`longctx.data.ranges`)."""
     index = first_index - 1
+    memo: dict = {}
     try:
         for index, raw in enumerate(_iter_lines(chunks), start=first_index):
-            got = _parse_line(raw, fields, file, index)
+            got = _parse_line(raw, fields, file, index, memo)
             if isinstance(got, Document):
                 yield got
             elif got is not None:
@@ -449,7 +484,7 @@ def iter_jsonl_chunks(
         # The line being assembled when the stream stopped is kept if it is a whole record
         # (zcat prints it too); otherwise it is the casualty, counted under the stream's
         # reason. Everything before it was yielded.
-        got = _parse_line(e.partial, fields, file, index + 1) if e.partial else None
+        got = _parse_line(e.partial, fields, file, index + 1, memo) if e.partial else None
         if isinstance(got, Document):
             yield got
             index += 1
@@ -484,6 +519,7 @@ def iter_parquet(
     names = set(pf.schema_arrow.names)
     columns = sorted({c for c in (top_text, top_domain) if c in names})
     index = first_index - 1
+    memo: dict = {}
     batches = pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=row_groups)
     while True:
         try:
@@ -501,7 +537,7 @@ def iter_parquet(
             continue
         for record in batch.to_pylist():
             index += 1
-            doc = _record_to_document(record, fields, file, index)
+            doc = _record_to_document(record, fields, file, index, memo)
             if isinstance(doc, str):
                 _skip(skipped, doc, file, index, strict)
                 continue
