@@ -13,7 +13,14 @@ import pytest
 import zstandard
 
 from longctx.data import readers as R
-from longctx.data.readers import DataError, Fields, expand_inputs, iter_documents, iter_file
+from longctx.data.readers import (
+    DataError,
+    Document,
+    Fields,
+    expand_inputs,
+    iter_documents,
+    iter_file,
+)
 
 from .datahelpers import record, write_lines
 
@@ -325,3 +332,58 @@ def test_an_ascii_text_with_an_escaped_backslash_u_is_kept(tmp_path):
     docs, skipped = _docs(write_lines(tmp_path / "esc.jsonl", lines, None))
     assert [d.text for d in docs] == ["path \\ud800 literal", "caf\u00e9 \U0001F600"]
     assert skipped == {R.INVALID_UNICODE: 1}
+
+
+def _outcome(got: object) -> object:
+    if isinstance(got, Document):
+        return ("doc", got.text, got.domain)
+    return got if got is None else got[0]
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"text": "t", "meta": {"redpajama_set_name": "A"}, "x": ' + b"[" * depth \
+        + b"]" * depth + b"}"
+
+
+TRICKY_LINES = [line for line, _ in BAD_LINES] + [
+    b'{"text": "a", "text": "b", "meta": {"redpajama_set_name": "A"}}',  # duplicate key
+    b'{"text": "t", "meta": {"redpajama_set_name": NaN}}',
+    b'{"text": "t", "meta": {"redpajama_set_name": Infinity}}',
+    b'{"text": "t", "meta": {"redpajama_set_name": 1e400}}',
+    b'{"text": "t", "meta": {"redpajama_set_name": 0.1}}',
+    b'{"text": "t", "meta": {"redpajama_set_name": -0}}',
+    b'{"text": "t", "meta": {"redpajama_set_name": 123456789012345678901234567890}}',
+    b'{"text": "t", "meta": {"redpajama_set_name": false}}',
+    b'{"text": "t", "meta": {"redpajama_set_name": null}}',
+    b'{"text": "t\\u0000\\n\\"", "meta": {"redpajama_set_name": "A"}}',
+    b'{"text": "pair \\ud83d\\ude00", "meta": {"redpajama_set_name": "A"}}',
+    b'{"text": "reversed \\ude00\\ud83d", "meta": {"redpajama_set_name": "A"}}',
+    b'{"\\ud800": 1, "text": "t", "meta": {"redpajama_set_name": "A"}}',
+    b'{"text": "tab\there", "meta": {"redpajama_set_name": "A"}}',
+    b'{"text": "t", "meta": {"redpajama_set_name": "A"}}\r',
+    b'\xef\xbb\xbf{"text": "t", "meta": {"redpajama_set_name": "A"}}',  # a BOM past line 1
+    b'{"text": "caf\xc3\xa9 \xe2\x80\x9cq\xe2\x80\x9d", "meta": {"redpajama_set_name": "A"}}',
+    b'{"text": "over \xc0\xaf long", "meta": {"redpajama_set_name": "A"}}',
+    b'{"text": "encoded \xed\xa0\x80 surrogate", "meta": {"redpajama_set_name": "A"}}',
+    b'{"text": "t", "meta": {"redpajama_set_name": "A"}} trailing',
+    b'{"text": "t", "meta": {"redpajama_set_name": "A"},}',
+    b"{'text': 't'}",
+    b'  {"text": "t", "meta": {"redpajama_set_name": "A"}}  ',
+    _nested(150), _nested(250), _nested(1100), _nested(30_000),
+]
+
+
+def test_orjson_and_the_standard_parser_agree_on_every_line(monkeypatch):
+    """Lines are parsed by orjson, and by Python's json where orjson refuses one: the outcome
+    (document or skip reason) must be what Python's json alone gives, line by line."""
+    fields = Fields()
+    fast = [_outcome(R._parse_line(line, fields, "f", 2)) for line in TRICKY_LINES]
+
+    def refuse(_raw: bytes) -> None:
+        raise R.orjson.JSONDecodeError("refused", "", 0)
+
+    monkeypatch.setattr(R.orjson, "loads", refuse)
+    slow = [_outcome(R._parse_line(line, fields, "f", 2)) for line in TRICKY_LINES]
+    assert fast == slow
+    assert {o[0] if isinstance(o, tuple) else o for o in slow} >= {
+        "doc", R.MALFORMED_JSON, R.INVALID_UNICODE, R.INVALID_UTF8, R.TOO_DEEP}

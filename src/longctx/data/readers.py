@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from longctx.errors import LongctxError
 
@@ -368,12 +369,17 @@ def _domain_reason(domain: str) -> str | None:
 _DOMAIN_MEMO = 1024  # domain values whose check is remembered per file (a corpus has a few)
 
 
+_REREAD = "reread"  # (not a skip reason) a domain number orjson may have read inexactly
+
+
 def _record_to_document(
-    record: object, fields: Fields, file: str, index: int, memo: dict | None = None
+    record: object, fields: Fields, file: str, index: int, memo: dict | None = None,
+    *, exact_numbers: bool = True,
 ) -> Document | str:
     """A Document, or the skip reason for this record. ``memo`` (one per file) remembers each
     domain value's outcome: records repeat a few names, and checking one costs as much as
-    the rest of the record."""
+    the rest of the record. Without ``exact_numbers`` (orjson reads integers beyond 64 bits
+    as floats) a float domain gives ``_REREAD``."""
     if not isinstance(record, dict):
         return NOT_AN_OBJECT
     ok, text = _get_path(record, fields.text_path)
@@ -393,6 +399,8 @@ def _record_to_document(
             return MISSING_DOMAIN
         if isinstance(value, (dict, list, tuple)):
             return INVALID_DOMAIN
+        if not exact_numbers and isinstance(value, float):
+            return _REREAD
         got = memo.get(value) if memo is not None and type(value) is str else None
         if got is None:
             got = _check_domain(value)
@@ -433,25 +441,50 @@ def _parse_line(
     if not raw or raw.isspace():
         return None  # blank lines are layout, not records
     try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # Python's json may still read it, and names the reason
+        doc: Document | str = _REREAD
+    else:
+        doc = _record_to_document(record, fields, file, index, memo, exact_numbers=False)
+    strict = doc is not _REREAD  # orjson's record stands
+    if not strict:
+        got = _stdlib_record(raw)
+        if isinstance(got, tuple):
+            return got
+        record = got.record
+        doc = _record_to_document(record, fields, file, index, memo)
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(record):
+        return TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH}"
+    if isinstance(doc, str):
+        return doc, ""
+    # orjson refuses lone surrogates; in what the standard parser read, only an escaped one
+    # can be there, and a text that holds one is not ASCII (isascii() is a flag lookup).
+    if (not strict and not doc.text.isascii() and _has_surrogate_escape(raw)
+            and _has_lone_surrogate(doc.text)):
+        return INVALID_UNICODE, "lone surrogate in the text"
+    return doc
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    record: object
+
+
+def _stdlib_record(raw: bytes) -> _Parsed | tuple[str, str]:
+    """A line as Python's own parser reads it, or (skip reason, detail): for a line orjson
+    refused (Python's parser names the reason, and takes what orjson, strict RFC 8259, does
+    not: NaN, lone surrogate escapes, nesting past orjson's limit) or may have read
+    inexactly (a float domain: orjson reads integers beyond 64 bits as floats)."""
+    try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         return INVALID_UTF8, str(e)
     try:
-        record = json.loads(line)
+        return _Parsed(json.loads(line))
     except RecursionError:
         return TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH}"
     except ValueError as e:
         return MALFORMED_JSON, str(e)
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(record):
-        return TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH}"
-    doc = _record_to_document(record, fields, file, index, memo)
-    if isinstance(doc, str):
-        return doc, ""
-    # Only an escaped surrogate can put one in the text, and a text that holds one is not
-    # ASCII (isascii() is a flag lookup): most texts skip both scans.
-    if not doc.text.isascii() and _has_surrogate_escape(raw) and _has_lone_surrogate(doc.text):
-        return INVALID_UNICODE, "lone surrogate in the text"
-    return doc
 
 
 def iter_jsonl(
