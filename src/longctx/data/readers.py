@@ -448,10 +448,9 @@ def _parse_line(
         doc = _record_to_document(record, fields, file, index, memo, exact_numbers=False)
     strict = doc is not _REREAD  # orjson's record stands
     if not strict:
-        got = _stdlib_record(raw)
-        if isinstance(got, tuple):
-            return got
-        record = got.record
+        record = _stdlib_record(raw)
+        if isinstance(record, tuple):  # (a parsed record is never a tuple)
+            return record
         doc = _record_to_document(record, fields, file, index, memo)
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(record):
         return TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH}"
@@ -465,12 +464,7 @@ def _parse_line(
     return doc
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    record: object
-
-
-def _stdlib_record(raw: bytes) -> _Parsed | tuple[str, str]:
+def _stdlib_record(raw: bytes) -> object:
     """A line as Python's own parser reads it, or (skip reason, detail): for a line orjson
     refused (Python's parser names the reason, and takes what orjson, strict RFC 8259, does
     not: NaN, lone surrogate escapes, nesting past orjson's limit) or may have read
@@ -480,7 +474,7 @@ def _stdlib_record(raw: bytes) -> _Parsed | tuple[str, str]:
     except UnicodeDecodeError as e:
         return INVALID_UTF8, str(e)
     try:
-        return _Parsed(json.loads(line))
+        return json.loads(line)
     except RecursionError:
         return TOO_DEEP, f"nested deeper than {MAX_JSON_DEPTH}"
     except ValueError as e:
