@@ -179,6 +179,32 @@ def test_counts_and_order_with_short_and_long_texts_mixed(tok):
     ]
 
 
+def test_ids_only_where_wanted(tok):
+    """encode_documents_where counts every document as encode_documents does and builds ids
+    only where asked, for texts encoded whole and in pieces, with BOS, with EOS, with none."""
+    texts = ["short one", "word " * 3000, "", "x", "line\n" * 2000, "end."]
+    small = pieces(tok, 1000)
+    asked = []
+
+    def wanted(k: int, n: int) -> bool:
+        asked.append((k, n))
+        return k in (1, 3) or n > 1500
+
+    for policy in ({}, {"add_bos": False, "add_eos": True}, {"add_bos": False}):
+        t = dataclasses.replace(small, **policy)
+        docs = t.encode_documents(texts, fast=True)
+        asked.clear()
+        got = t.encode_documents_where(texts, wanted, fast=True)
+        assert asked == [(k, len(d)) for k, d in enumerate(docs)]
+        assert [n for n, _ in got] == [len(d) for d in docs] == t.count_tokens(texts)
+        for k, ((_, ids), doc) in enumerate(zip(got, docs, strict=True)):
+            if wanted(k, len(doc)):
+                assert ids.dtype == tok.dtype and np.array_equal(ids, doc)
+            else:
+                assert ids is None
+    assert any(ids is None for _, ids in got) and any(ids is not None for _, ids in got)
+
+
 def test_piece_size_survives_pickling(smollm2_tokenizer):
     small = pieces(smollm2_tokenizer, 4096)
     again = pickle.loads(pickle.dumps(small))

@@ -192,27 +192,27 @@ class _Tokenized:
         if self.chars >= SAMPLE_BATCH_CHARS:
             self.flush()
 
-    def _encode(self, texts: list[str]) -> list[Any]:
+    def _count(self, texts: list[str]) -> list[int]:
         if self.tok is None:  # the backend is parsed once per process (rust_tokenizer)
             self.tok = self.task.tokenizer.load()
-        return self.tok.encode_documents(texts, fast=True)
+        return self.tok.count_tokens(texts)
 
     def lengths(self, texts: list[str]) -> list[int]:
         """Tokens of each text (with BOS/EOS), counted nowhere (a reserve's top-up entries)."""
         out: list[int] = []
         for k in range(0, len(texts), TOPUP_DOCS):
-            out += [len(ids) for ids in self._encode(texts[k : k + TOPUP_DOCS])]
+            out += self._count(texts[k : k + TOPUP_DOCS])
         return out
 
     def flush(self) -> None:
         if not self.batch:
             return
-        ids = self._encode([t for _, t, _ in self.batch])
-        for (domain, _, nbytes), doc_ids in zip(self.batch, ids, strict=True):
+        counts = self._count([t for _, t, _ in self.batch])
+        for (domain, _, nbytes), n in zip(self.batch, counts, strict=True):
             st = self.stats[domain]
             st["sample_docs"] += 1
             st["sample_bytes"] += nbytes
-            st["sample_tokens"] += len(doc_ids)
+            st["sample_tokens"] += n
         self.batch, self.chars = [], 0
 
 

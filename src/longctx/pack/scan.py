@@ -21,6 +21,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,12 @@ def _texts(text_file: Any, starts: np.ndarray, nbytes: np.ndarray):
         yield batch
 
 
+def _spilled(kept: list[bool], threshold: int, j: int, n: int) -> bool:
+    """Whether the spill takes a batch's document ``j`` of ``n`` tokens (kept or long): the
+    ids of the others are never built."""
+    return kept[j] or is_long(n, threshold)
+
+
 def scan_file(task: ScanTask) -> dict[str, Any]:
     """Tokenize the task's rows; write the spill, its metadata and the marker; return the
     marker's summary."""
@@ -128,6 +135,7 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
     tmp_tokens = tokens_path.with_name(tokens_path.name + ".tmp")
     cols: dict[str, np.ndarray] = {}
     written = 0
+    threshold = task.long_threshold
     with open(index_paths(task.work_dir, task.index, task.part)[1], "rb") as text, \
             open(tmp_tokens, "wb") as out:
         for pre, rows, offset in (("", task.rows, task.row_offset),
@@ -137,11 +145,12 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
             start = np.full(len(rows), -1, dtype=np.int64)
             keep = index["kept"][local] if not pre else np.ones(len(rows), bool)
             for batch in _texts(text, index[pre + "start"][local], index[pre + "nbytes"][local]):
-                encoded = tok.encode_documents([t for _, t in batch], fast=True)
-                for (k, _), ids in zip(batch, encoded, strict=True):
-                    n = len(ids)
+                kept = [bool(keep[k]) for k, _ in batch]
+                encoded = tok.encode_documents_where(
+                    [t for _, t in batch], partial(_spilled, kept, threshold), fast=True)
+                for (k, _), (n, ids) in zip(batch, encoded, strict=True):
                     length[k] = n
-                    if keep[k] or is_long(n, task.long_threshold):
+                    if ids is not None:
                         start[k] = written
                         out.write(ids.tobytes())
                         written += n
