@@ -79,9 +79,10 @@ def test_default_targets_are_input_token_shares(per_source):
         assert v["target_share"] == pytest.approx(m["input"][d]["tokens"] / total)
 
 
-def test_workers_one_and_two_give_identical_shards(gen_corpus, tmp_path, per_source):
-    _, m1 = per_source
-    m2 = build(gen_corpus, tmp_path / "w2", workers=2)
+@pytest.mark.parametrize("workers", [2, 4])
+def test_more_workers_give_identical_shards(gen_corpus, tmp_path, per_source, workers):
+    _, m1 = per_source  # built with one worker
+    m2 = build(gen_corpus, tmp_path / f"w{workers}", workers=workers)
     assert [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
     assert m1["domains"] == m2["domains"] and m1["input"] == m2["input"]
 

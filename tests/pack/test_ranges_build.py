@@ -97,7 +97,7 @@ def test_big_files_are_split_into_several_ranges(split_corpus):
     assert counts["big.jsonl"] >= 4 and counts["framed.jsonl.zst"] >= 4
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, 2, 4])
 def test_split_build_is_byte_identical_to_the_unsplit(split_corpus, unsplit, tmp_path, workers):
     got = build(split_corpus, tmp_path / "split", split_bytes=SPLIT, workers=workers)
     assert got["manifest"] == unsplit["manifest"]
