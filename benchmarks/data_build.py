@@ -16,6 +16,10 @@ machine, so the ratios compare like with like:
    files, <= 0.22 with 16 or more), our wall <= a third of 16 s.
 3. peak RSS of any process (main or worker), tokens per CPU-second, and a projection of
    5B tokens out of SlimPajama-627B on one 64-core node.
+4. start-up: the paper's job on the corpus's first 1M characters (two files), with the same
+   workers: what a build costs besides its documents (Python and imports, the tokenizer's
+   parse and fingerprint, the workers' fork server). Fixed, so its share of the ratio in
+   2. shrinks as the corpus grows.
 
 CPU is the build's and every descendant's: the measuring process is a child subreaper, so
 worker processes orphaned when the fork server exits first are reaped, and counted, too.
@@ -41,6 +45,7 @@ from pathlib import Path
 PAPER_CPU_RATIO = 0.8  # the paper's pipeline CPU / bare tokenize-everything CPU (issue 2)
 PAPER_WALL_S = 16.0
 PAPER_CPU_S = 7.2
+START_CHARS = 1 << 20  # the start-up run's corpus: about 250K tokens
 
 
 def _texts(corpus: str) -> list[str]:
@@ -57,7 +62,8 @@ def _baseline(corpus: str) -> dict:
 
     texts = _texts(corpus)
     tok = Tokenizer.from_file(str(Path(resolve_spec(None).folder) / "tokenizer.json"))
-    out = {"docs": len(texts), "parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "default")}
+    out = {"docs": len(texts), "chars": sum(map(len, texts)),
+           "parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "default")}
     for name in ("encode_batch", "encode_batch_fast"):
         fn = getattr(tok, name)
         c0, t0 = time.process_time(), time.perf_counter()
@@ -96,6 +102,29 @@ def _measure(cmd: list[str], env: dict | None = None) -> dict:
     if res["rc"] != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{res['stderr']}")
     return res
+
+
+def _start_corpus(corpus: str, out: Path) -> tuple[Path, int]:
+    """The corpus's first documents up to START_CHARS characters, in two jsonl files, and
+    their characters: the paper job on them costs what any build costs besides reading and
+    tokenizing (start-up, planning, the workers' fork server, writing the output)."""
+    from longctx.data.readers import Fields, expand_inputs, iter_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    chars, k = 0, 0
+    files = [open(out / f"part-{i}.jsonl", "w", encoding="utf-8") for i in range(2)]
+    try:
+        for f in expand_inputs([corpus]):
+            for d in iter_file(f, Fields()):
+                record = {"text": d.text, "meta": {"redpajama_set_name": d.domain}}
+                files[k % 2].write(json.dumps(record) + "\n")
+                chars, k = chars + len(d.text), k + 1
+                if chars >= START_CHARS:
+                    return out, chars
+    finally:
+        for fh in files:
+            fh.close()
+    return out, chars
 
 
 def _build(corpus: str, out: Path, *args: str) -> tuple[dict, dict]:
@@ -186,24 +215,14 @@ def main() -> None:
             }
         # 2. the paper's job
         paper_tokens = max(1, round(a.paper_share * corpus_tokens / 1000)) * 1000
+
+        def paper_job(tokens: int, workers: int) -> list[str]:
+            return ["--strategy", "per_source", "--tokens", str(tokens), "--seq-len", "8192",
+                    "--long-threshold", "512", "--short-keep", "0.1", "--workers", str(workers)]
+
         paper = {}
         for w in (1, a.workers):
-            res, man = _build(
-                corpus,
-                work / f"ps{w}",
-                "--strategy",
-                "per_source",
-                "--tokens",
-                str(paper_tokens),
-                "--seq-len",
-                "8192",
-                "--long-threshold",
-                "512",
-                "--short-keep",
-                "0.1",
-                "--workers",
-                str(w),
-            )
+            res, man = _build(corpus, work / f"ps{w}", *paper_job(paper_tokens, w))
             paper[w] = {
                 **res,
                 "tokens_out": man["tokens_total"],
@@ -220,6 +239,14 @@ def main() -> None:
                     abs(v["share"] - v["target_share"]) for v in man["domains"].values()
                 ),
             }
+        # 3. what the job costs besides its documents: the same job on the first documents
+        start_dir, start_chars = _start_corpus(corpus, work / "start-corpus")
+        start_tokens = max(1, round(paper_tokens * start_chars / bare["chars"] / 8192)) * 8192
+        try:
+            start, _ = _build(str(start_dir), work / "start", *paper_job(start_tokens, a.workers))
+        except SystemExit as e:  # first documents that cannot fill the job: say so, go on
+            start = {"error": str(e).splitlines()[-1]}
+        start.update(chars=start_chars, tokens_requested=start_tokens)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -248,6 +275,8 @@ def main() -> None:
         "pipeline_overhead_cpu_ratio_vs_encode_batch_fast": o["cpu_s"] / bare_fast,
         "paper_job_cpu_ratio_vs_bare": paper_cpu_ratio,
         "paper_job_tokenize_floor_ratio": tokenize_floor,
+        "paper_job_start_up": start,
+        "paper_job_start_up_ratio": start["cpu_s"] / bare["cpu_s"] if "cpu_s" in start else None,
         "paper_job_cpu_vs_paper": paper_cpu_ratio / PAPER_CPU_RATIO,
         "paper_job_wall_vs_paper": p["wall_s"] / PAPER_WALL_S,
         "workers_identical_shards": paper[1]["shards"] == paper[w]["shards"],
@@ -319,9 +348,18 @@ def main() -> None:
     )
     print(
         f"  of which tokenizing what exact selection needs "
-        f"({p['tokens_tokenized'] / corpus_tokens:.1%} of the corpus) at bare encode_batch_fast's speed: x{tokenize_floor:.3f}; the rest "
-        f"(reading, sample, start-up, workers, packing): x{paper_cpu_ratio - tokenize_floor:.3f}"
+        f"({p['tokens_tokenized'] / corpus_tokens:.1%} of the corpus) at bare encode_batch_fast's "
+        f"speed: x{tokenize_floor:.3f}; the rest (reading, sample, start-up, workers, packing): "
+        f"x{paper_cpu_ratio - tokenize_floor:.3f}"
     )
+    if "cpu_s" in start:
+        print(
+            f"  start-up: the same job on the corpus's first {start['chars']:,} characters, "
+            f"{w} workers: {start['cpu_s']:.2f} CPU-s = x{result['paper_job_start_up_ratio']:.3f} "
+            f"bare (a fixed cost: the larger the corpus, the smaller its share)"
+        )
+    else:
+        print(f"  start-up: not measured ({start['error']})")
     print(
         f"peak RSS (largest process): {result['peak_rss_mb']:.0f} MB; tokens/CPU-s: bare "
         f"{result['bare_tokens_per_cpu_s']:,.0f}, original {result['original_tokens_per_cpu_s']:,.0f}, "
