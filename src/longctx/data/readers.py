@@ -541,10 +541,8 @@ def iter_parquet(
     except Exception as e:  # noqa: BLE001 - pyarrow raises several error types for bad files
         _skip(skipped, UNREADABLE_FILE, file, 0, strict, str(e))
         return
-    top_text = fields.text.split(".")[0]
-    top_domain = fields.domain.split(".")[0]
-    names = set(pf.schema_arrow.names)
-    columns = sorted({c for c in (top_text, top_domain) if c in names})
+    tops = {fields.text_path[0], *(fields.domain_path or ())[:1]}  # the columns records need
+    columns = sorted(tops & set(pf.schema_arrow.names))
     index = first_index - 1
     memo: dict = {}
     batches = pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=row_groups)
