@@ -163,7 +163,8 @@ class Tokenizer:
     def _plain_ids(self, texts: Sequence[str], encode: Encode) -> list[list[int] | np.ndarray]:
         """Ids without special tokens: a list per text up to ``piece_chars``, an array of
         ``dtype`` per longer text."""
-        return [x if isinstance(x, np.ndarray) else x.ids for x in self._plain_encoded(texts, encode)]
+        encoded = self._plain_encoded(texts, encode)
+        return [x if isinstance(x, np.ndarray) else x.ids for x in encoded]
 
     def _piecewise_ids(self, text: str, encode: Encode) -> np.ndarray:
         """Ids of a long text encoded span by span between verified seams: the ids of encoding
