@@ -18,7 +18,7 @@ vocabulary as one token and merges any adjacent pair whose bytes form a token, w
 different regex engines. So the build does not use it.
 
     pip install tiktoken
-    python benchmarks/fast_counter_probe.py CORPUS [CORPUS ...] [--json out.json]
+    python benchmarks/fast_counter_probe.py CORPUS [CORPUS ...] [--search 120] [--json out.json]
 """
 
 from __future__ import annotations
@@ -47,25 +47,33 @@ def _unicode_to_byte() -> dict[str, int]:
     return chars
 
 
-def tiktoken_counter(tokenizer_json: Path):
-    """A function text -> token count built from a byte-level BPE tokenizer.json."""
+def _raw(token: str, to_byte: dict[str, int]) -> bytes:
+    return bytes(to_byte[c] for c in token)
+
+
+def _merges(model: dict) -> list[tuple[str, str]]:
+    return [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+
+
+def tiktoken_encoding(spec: dict):
+    """tiktoken's Encoding of a byte-level BPE tokenizer.json's merges (merge i: rank 256+i)."""
     import tiktoken
 
-    spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
     pre, model = spec["pre_tokenizer"] or {}, spec["model"]
     if pre.get("type") != "ByteLevel" or not pre.get("use_regex") or model["type"] != "BPE":
-        raise SystemExit(f"{tokenizer_json}: not a GPT-2-style byte-level BPE tokenizer")
+        raise SystemExit("not a GPT-2-style byte-level BPE tokenizer")
     to_byte = _unicode_to_byte()
-
-    def raw(token: str) -> bytes:
-        return bytes(to_byte[c] for c in token)
-
     ranks = {bytes([b]): b for b in range(256)}
-    for i, merge in enumerate(model["merges"]):
-        a, b = merge if isinstance(merge, list) else merge.split(" ")
-        ranks[raw(a) + raw(b)] = 256 + i
-    enc = tiktoken.Encoding("probe", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                            special_tokens={})
+    for i, (a, b) in enumerate(_merges(model)):
+        ranks[_raw(a, to_byte) + _raw(b, to_byte)] = 256 + i
+    return tiktoken.Encoding("probe", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                             special_tokens={})
+
+
+def tiktoken_counter(tokenizer_json: Path):
+    """A function text -> token count built from a byte-level BPE tokenizer.json."""
+    spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    enc = tiktoken_encoding(spec)
     added = sorted((t["content"] for t in spec["added_tokens"]), key=len, reverse=True)
     split = re.compile("|".join(map(re.escape, added))) if added else None
 
@@ -81,10 +89,51 @@ def tiktoken_counter(tokenizer_json: Path):
     return count
 
 
+def search_pieces(tokenizer_json: Path, seconds: float, seed: int = 0) -> dict:
+    """Pieces where the two BPE algorithms could part: a vocabulary token that also splits
+    into two vocabulary tokens other than its listed merge (tiktoken would merge such a pair,
+    HF would not), with random vocabulary tokens around it. Only pieces GPT-2's regex yields
+    whole are compared: token by token, HF's model against tiktoken on the same bytes."""
+    import random
+
+    import regex
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    enc, hf = tiktoken_encoding(spec), Tokenizer.from_file(str(tokenizer_json)).model
+    vocab, to_byte = spec["model"]["vocab"], _unicode_to_byte()
+    listed = {a + b: (a, b) for a, b in _merges(spec["model"])}
+    added = {t["content"] for t in spec["added_tokens"]}
+    tokens = [t for t in vocab if t not in added]
+    odd = [t for t in tokens if any(t[:i] in vocab and t[i:] in vocab
+                                    and (t[:i], t[i:]) != listed.get(t) for i in range(1, len(t)))]
+    pattern, rng = regex.compile(GPT2_PATTERN), random.Random(seed)
+    checked, differ, examples = 0, 0, []
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        t, a, b = rng.choice(odd), rng.choice(tokens), rng.choice(tokens)
+        for piece in (t + a, a + t, a[-1:] + t + b[:1], t[1:] + a, t + t):
+            raw = _raw(piece, to_byte)
+            text = raw.decode("utf-8", "replace")
+            if "\ufffd" in text or len(pattern.findall(text)) != 1:
+                continue  # not a piece the pre-tokenizer yields whole
+            checked += 1
+            ours = [_raw(x.value, to_byte) for x in hf.tokenize(piece)]
+            # tiktoken's BPE on the bytes alone, without its regex (a private helper of theirs)
+            theirs = [enc.decode_single_token_bytes(x) for x in enc._encode_bytes(raw)]
+            if ours != theirs:
+                differ += 1
+                examples = (examples + [text])[:5]
+    return {"tokens_with_an_unlisted_split": len(odd), "pieces_checked": checked,
+            "pieces_that_differ": differ, "examples": examples, "seconds": seconds}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("corpora", nargs="+", help="corpus files or folders (jsonl, parquet, ...)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--search", type=float, default=0.0, metavar="SECONDS",
+                    help="also search constructed pieces for one the two algorithms split apart")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # as the build's workers encode:
@@ -111,6 +160,12 @@ def main() -> None:
         print(f"{corpus}: {len(texts):,} docs, {sum(hf):,} tokens, {len(bad)} counts differ; "
               f"CPU HF encode_batch_fast {c1 - c0:.2f} s, tiktoken {c2 - c1:.2f} s "
               f"(x{(c2 - c1) / (c1 - c0):.2f})")
+    if a.search:
+        found = search_pieces(resolve_tokenizer_dir(None)[1] / "tokenizer.json", a.search)
+        results["piece_search"] = found
+        print(f"piece search ({a.search:.0f} s): {found['tokens_with_an_unlisted_split']:,} "
+              f"vocabulary tokens with an unlisted split; {found['pieces_checked']:,} pieces "
+              f"checked, {found['pieces_that_differ']} differ {found['examples']}")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
 
