@@ -17,9 +17,10 @@ machine, so the ratios compare like with like:
 3. peak RSS of any process (main or worker), tokens per CPU-second, and a projection of
    5B tokens out of SlimPajama-627B on one 64-core node.
 4. start-up: the paper's job on the corpus's first 1M characters (two files), with the same
-   workers: what a build costs besides its documents (Python and imports, the tokenizer's
-   parse and fingerprint, the workers' fork server). Fixed, so its share of the ratio in
-   2. shrinks as the corpus grows.
+   workers: what the job costs apart from the corpus's size (Python and imports, the
+   tokenizer's parse and fingerprint, the workers' fork server, writing the output), plus
+   those 1M characters' own reading and tokenizing. Fixed, so its share of the ratio in 2.
+   shrinks as the corpus grows.
 
 CPU is the build's and every descendant's: the measuring process is a child subreaper, so
 worker processes orphaned when the fork server exits first are reaped, and counted, too.
@@ -106,8 +107,8 @@ def _measure(cmd: list[str], env: dict | None = None) -> dict:
 
 def _start_corpus(corpus: str, out: Path) -> tuple[Path, int]:
     """The corpus's first documents up to START_CHARS characters, in two jsonl files, and
-    their characters: the paper job on them costs what any build costs besides reading and
-    tokenizing (start-up, planning, the workers' fork server, writing the output)."""
+    their characters: the paper job on them costs what it costs apart from the corpus's size
+    (start-up, planning, the workers' fork server, writing the output), plus their own part."""
     from longctx.data.readers import Fields, expand_inputs, iter_file
 
     out.mkdir(parents=True, exist_ok=True)
