@@ -135,6 +135,10 @@ def main() -> None:
     ap.add_argument("--search", type=float, default=0.0, metavar="SECONDS",
                     help="also search constructed pieces for one the two algorithms split apart")
     a = ap.parse_args()
+    try:
+        import tiktoken  # noqa: F401
+    except ImportError:
+        raise SystemExit("fast_counter_probe.py needs tiktoken: pip install tiktoken") from None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # as the build's workers encode:
     os.environ["RAYON_NUM_THREADS"] = "1"  # one thread, so CPU compares like with like
