@@ -146,10 +146,11 @@ def main() -> None:
     from longctx.data.tokenizer import load_tokenizer, resolve_tokenizer_dir
 
     tok = load_tokenizer(None)
-    count = tiktoken_counter(resolve_tokenizer_dir(None)[1] / "tokenizer.json")
+    tokenizer_json = resolve_tokenizer_dir(None)[1] / "tokenizer.json"
+    count = tiktoken_counter(tokenizer_json)
+    fields = Fields(domain="@file")  # every record with a text counts, whatever its meta
     results = {}
     for corpus in a.corpora:
-        fields = Fields(domain="@file")  # every record with a text counts, whatever its meta
         texts = [d.text for f in expand_inputs([corpus]) for d in iter_file(f, fields)]
         c0 = time.process_time()
         hf = [n for k in range(0, len(texts), 256)
@@ -165,7 +166,7 @@ def main() -> None:
               f"CPU HF encode_batch_fast {c1 - c0:.2f} s, tiktoken {c2 - c1:.2f} s "
               f"(x{(c2 - c1) / (c1 - c0):.2f})")
     if a.search:
-        found = search_pieces(resolve_tokenizer_dir(None)[1] / "tokenizer.json", a.search)
+        found = search_pieces(tokenizer_json, a.search)
         results["piece_search"] = found
         print(f"piece search ({a.search:.0f} s): {found['tokens_with_an_unlisted_split']:,} "
               f"vocabulary tokens with an unlisted split; {found['pieces_checked']:,} pieces "
