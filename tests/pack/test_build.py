@@ -206,6 +206,32 @@ def test_subset_indexes_few_files_tokenizes_little_and_stays_deterministic(gen_c
     encoded = sum(v["tokenized_tokens"] for v in m1["input"].values())
     assert m1["tokens_total"] <= encoded < sum(v["tokens"] for v in m1["input"].values())
 
+def test_small_rounds_run_here_and_write_the_same(gen_corpus_many, tmp_path, monkeypatch):
+    """A round with little text to tokenize runs in this process instead of starting
+    workers; where it runs changes nothing it writes."""
+    from longctx.pack import passes
+
+    calls: list = []
+    real = passes.run_ordered
+
+    def spy(step, n_tasks, make_task, workers, *args, **kw):
+        calls.append((step.__name__, workers))
+        return real(step, n_tasks, make_task, workers, *args, **kw)
+
+    monkeypatch.setattr(passes, "run_ordered", spy)
+    built = []
+    for limit, where in ((0, {2}), (1 << 40, {1})):
+        monkeypatch.setattr(passes, "SMALL_ROUND_BYTES", limit)
+        calls.clear()
+        built.append(build(gen_corpus_many, tmp_path / f"o{limit}", tokens="40K", workers=2))
+        rounds = [w for step, w in calls if step == "scan_file"]
+        assert rounds and set(rounds) == where
+        assert {w for step, w in calls if step == "index_file"} == {2}
+    a, b = built
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    assert a["input"] == b["input"] and a["domains"] == b["domains"]
+
+
 def _pieces_by_doc(out):
     """{(file index, line): tokens packed} from the shards' provenance."""
     import pyarrow as pa
@@ -235,6 +261,7 @@ def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_ma
     keep = m["keep_probability"]
     files = [f["path"] for f in m["files"]]
     groups: dict = {}
+    candidates: dict = {}  # group -> what pass 1 indexes: kept, or not provably short
     for fi, f in enumerate(m["files"]):
         if not f["read"]:
             continue
@@ -242,19 +269,33 @@ def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_ma
             rec = json.loads(raw)
             u, prio = doc_draws(1, f"{files[fi]}:{line}")
             n = len(tok.encode_documents([rec["text"]])[0])
+            domain = rec["meta"]["redpajama_set_name"]
+            key = domain if strategy != "global" else "*"
             if n >= 512 or u < keep:
-                key = rec["meta"]["redpajama_set_name"] if strategy != "global" else "*"
                 groups.setdefault(key, []).append((prio, fi, line, n))
+            if u < keep or len(rec["text"].encode()) >= 512 - 2:
+                candidates.setdefault(key, []).append((prio, fi, line, n, domain))
     expected: dict = {}
+    last: dict = {}  # group -> selection order key of its last document chosen
     budgets = ({d: v["target_tokens"] for d, v in m["domains"].items()}
                if strategy != "global" else {"*": m["tokens_total"]})
     for key, docs in groups.items():
         left = budgets[key]
-        for _, fi, line, n in sorted(docs):
+        for prio, fi, line, n in sorted(docs):
             if left <= 0:
                 break
             expected[(fi, line)] = min(n, left)
+            last[key] = (prio, fi, line)
             left -= n
     assert _pieces_by_doc(tmp_path / "o") == expected
+    # the manifest's floor: every candidate up to the last document chosen, in selection order
+    needed: dict = {}
+    for key, docs in candidates.items():
+        for prio, fi, line, n, domain in docs:
+            if key in last and (prio, fi, line) <= last[key]:
+                needed[domain] = needed.get(domain, 0) + n
+    for d, v in m["input"].items():
+        assert v["needed_tokens"] == needed.get(d, 0)
+        assert m["domains"][d]["tokens"] <= v["needed_tokens"] <= v["tokenized_tokens"]
     tokenized = sum(v["tokenized_docs"] for v in m["input"].values())
     assert tokenized < 0.8 * sum(v["docs"] for v in m["input"].values())

@@ -63,7 +63,7 @@ from longctx.pack.buildplan import (
     plan_scan,
 )
 from longctx.pack.packer import Piece, pack_rows
-from longctx.pack.passes import STEPS, ScanResult, scan_inputs
+from longctx.pack.passes import STEPS, ScanResult, needed_tokens, scan_inputs
 from longctx.pack.shards import FORMAT_VERSION, ShardWriter
 from longctx.pack.spill import SpillReader
 from longctx.progress import progress_bar
@@ -390,6 +390,7 @@ def _manifest(
     all_long = float(long_tokens.sum() / total) if total else 0.0
     tokenized = scan.pool.tokenized_docs()
     tokenized_tokens = scan.pool.tokenized_tokens()
+    needed = needed_tokens(plan, scan, budgets)
     inputs: dict[str, Any] = {}
     for d in vocab:
         e = est[d]
@@ -400,6 +401,7 @@ def _manifest(
             "estimated": e["estimated"] or len(summaries) < len(tasks),
             "tokenized_docs": tokenized.get(d, 0),
             "tokenized_tokens": tokenized_tokens.get(d, 0),
+            "needed_tokens": needed.get(d, 0),  # of them, what exact selection needed
             "sample_docs": e["sample_docs"],
             "tokens_per_byte": e["tokens_per_byte"],
             "bytes": e["bytes"],

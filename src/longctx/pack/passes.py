@@ -54,6 +54,10 @@ from longctx.pack.spill import Pool
 
 # The per-task steps the passes run: the build's fork server imports their modules once.
 STEPS = (count_part, index_file, scan_file)
+# A round with less text than this to tokenize runs in this process: 1 MiB is about half a
+# CPU-second of tokenizing here, what starting two workers costs (an executor's jobs cost
+# far more wall time). Where a round runs changes nothing it writes.
+SMALL_ROUND_BYTES = 1 << 20
 
 
 @dataclass
@@ -194,12 +198,13 @@ def _threads_per_worker(workers: int) -> int:
 
 
 def _run(plan: ScanPlan, name: str, step: Any, tasks: list[Any], done: Any,
-         on_result: Any) -> bool:
+         on_result: Any, here: bool = False) -> bool:
     """Run ``step`` over ``tasks`` and feed the results, in order, to ``on_result`` until it
     says stop (returns True); True if it did. The pool runs them ``--workers`` at a time and
-    stops early; an executor runs them all, then the results are read from the markers."""
+    stops early; an executor runs them all, then the results are read from the markers.
+    ``here``: in this process, one after the other (work too small to start workers for)."""
     cfg = plan.cfg
-    if cfg.executor == "pool":
+    if cfg.executor == "pool" or here:
         stopped = False
 
         def consume(result: Any) -> bool:
@@ -207,7 +212,8 @@ def _run(plan: ScanPlan, name: str, step: Any, tasks: list[Any], done: Any,
             stopped = bool(on_result(result))
             return stopped
 
-        run_ordered(step, len(tasks), lambda k: tasks[k], cfg.workers, consume, done=done,
+        workers = 1 if here else cfg.workers
+        run_ordered(step, len(tasks), lambda k: tasks[k], workers, consume, done=done,
                     initializer=init_worker, initargs=(_threads_per_worker(cfg.workers),),
                     tokenizer_json=Path(plan.spec.folder) / "tokenizer.json", keep_server=True)
         return stopped
@@ -290,6 +296,27 @@ def tokenize_rounds(plan: ScanPlan, scan: ScanResult, bar: Any) -> None:
                 cuts[key] = (None, cuts[key][1])
             continue
         break
+
+
+def needed_tokens(plan: ScanPlan, scan: ScanResult, budgets: dict[str, int]) -> dict[str, int]:
+    """Per domain, the tokens exact selection could not have done without: in each budget
+    group's priority order (selection's), every candidate up to the one whose eligible tokens
+    meet the group's budget (all of a group that falls short). What pass 2 tokenized beyond
+    that is the price of finding the cut-off from estimates: the two together say how close
+    to this floor a build came."""
+    c, T = scan.pool.cand, plan.cfg.long_threshold
+    tokenized = c["length"] >= 0
+    real = np.where(tokenized & (c["kept"] | is_long(c["length"], T)), c["length"], 0)
+    needed = np.zeros(len(tokenized), bool)
+    for key, g in _groups(plan, scan.pool, sorted(budgets)).items():
+        if budgets[key] <= 0:
+            continue
+        k = int(np.searchsorted(np.cumsum(real[g]), budgets[key], side="left")) + 1
+        needed[g[:k]] = True
+    needed &= tokenized
+    n = np.bincount(c["domain"][needed], weights=c["length"][needed],
+                    minlength=len(scan.pool.names))
+    return {d: int(n[i]) for i, d in enumerate(scan.pool.names)}
 
 
 def _refilled(plan: ScanPlan, scan: ScanResult, groups: list[str]) -> bool:
@@ -376,7 +403,9 @@ def _round(plan: ScanPlan, scan: ScanResult, want: np.ndarray, held_want: np.nda
         _result_done(scan)
         return False
 
-    _run(plan, f"round-{rnd:03d}", scan_file, tasks, load_done, on_result)
+    size = int(pool.cand["nbytes"][want].sum() + pool.held["nbytes"][held_want].sum())
+    _run(plan, f"round-{rnd:03d}", scan_file, tasks, load_done, on_result,
+         here=size < SMALL_ROUND_BYTES)
     pool.rounds += 1
     c = pool.cand
     scan.stats.set_candidates(pool.names, c["domain"], c["nbytes"], c["kept"], c["length"])
