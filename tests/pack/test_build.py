@@ -206,6 +206,7 @@ def test_subset_indexes_few_files_tokenizes_little_and_stays_deterministic(gen_c
     encoded = sum(v["tokenized_tokens"] for v in m1["input"].values())
     assert m1["tokens_total"] <= encoded < sum(v["tokens"] for v in m1["input"].values())
 
+
 def test_small_rounds_run_here_and_write_the_same(gen_corpus_many, tmp_path, monkeypatch):
     """A round with little text to tokenize runs in this process instead of starting
     workers; where it runs changes nothing it writes."""

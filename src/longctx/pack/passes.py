@@ -304,9 +304,8 @@ def needed_tokens(plan: ScanPlan, scan: ScanResult, budgets: dict[str, int]) -> 
     meet the group's budget (all of a group that falls short). What pass 2 tokenized beyond
     that is the price of finding the cut-off from estimates: the two together say how close
     to this floor a build came."""
-    c, T = scan.pool.cand, plan.cfg.long_threshold
-    tokenized = c["length"] >= 0
-    real = np.where(tokenized & (c["kept"] | is_long(c["length"], T)), c["length"], 0)
+    c = scan.pool.cand
+    _, tokenized, real = _eligible_tokens(plan, scan)
     needed = np.zeros(len(tokenized), bool)
     for key, g in _groups(plan, scan.pool, sorted(budgets)).items():
         if budgets[key] <= 0:
