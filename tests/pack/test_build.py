@@ -256,13 +256,15 @@ def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_ma
     """Lazy rounds tokenize a small part of the files read, yet choose exactly what
     tokenizing all of them and applying the rule would: per group, eligible documents (long,
     or kept by their draw) in priority order until the budget, the last one cut."""
+    from longctx.data.token_bound import TokenBound
     from longctx.mix.sampling import doc_draws
 
     m = build(gen_corpus_many, tmp_path / "o", tokens=tokens, strategy=strategy, min_files=1)
+    bound = TokenBound(tok.backend)
     keep = m["keep_probability"]
     files = [f["path"] for f in m["files"]]
     groups: dict = {}
-    candidates: dict = {}  # group -> what pass 1 indexes: kept, or not provably short
+    candidates: dict = {}  # group -> what the rounds tokenize: kept, or not provably short
     for fi, f in enumerate(m["files"]):
         if not f["read"]:
             continue
@@ -274,7 +276,10 @@ def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_ma
             key = domain if strategy != "global" else "*"
             if n >= 512 or u < keep:
                 groups.setdefault(key, []).append((prio, fi, line, n))
-            if u < keep or len(rec["text"].encode()) >= 512 - 2:
+            raw = rec["text"].encode()
+            # what the rounds must tokenize: kept, or not provably short by bytes or bound
+            if u < keep or (len(raw) >= 512 - 2 and not (
+                    len(raw) <= 6 * 512 and bound.upper([raw])[0] + 1 < 512)):
                 candidates.setdefault(key, []).append((prio, fi, line, n, domain))
     expected: dict = {}
     last: dict = {}  # group -> selection order key of its last document chosen

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 
+from longctx.mix.input_stats import PROVEN_SHORT
 from longctx.mix.strategies import is_long
 from longctx.pack.index import IndexTask, index_file, load_index
 from longctx.pack.scan import ScanTask, load_done, load_meta, scan_file, spill_paths
@@ -50,14 +51,19 @@ def test_scan_tokenizes_exactly_the_rows_asked_and_spills_the_eligible(indexed, 
     for pre, want in (("", rows), ("held_", held)):
         for k, r in enumerate(want):
             ids = tok.encode_documents([texts[int(ix[pre + "line"][r])]])[0]
-            assert meta[pre + "length"][k] == len(ids)
             eligible = pre == "held_" or ix["kept"][r] or is_long(len(ids), 64)
+            if meta[pre + "length"][k] == PROVEN_SHORT:  # the bound said so without tokens
+                assert not eligible
+            else:
+                assert meta[pre + "length"][k] == len(ids)
             at = meta[pre + "start"][k]
             assert (at >= 0) == bool(eligible)
             if eligible:
                 assert spill[at : at + len(ids)].tolist() == ids.tolist()
     assert summary["spilled"] == len(spill)
-    assert any(meta["start"] < 0)  # some short, not-kept candidates were only measured
+    measured = (meta["start"] < 0) & (meta["length"] >= 0)
+    assert measured.any()  # some short, not-kept candidates were only measured
+    assert summary["proven_short"] == int((meta["length"] == PROVEN_SHORT).sum())
 
 
 def test_finished_round_is_reused_only_for_the_same_rows(indexed):

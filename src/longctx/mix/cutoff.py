@@ -77,7 +77,7 @@ class Decision:
 def decide(
     priority: np.ndarray,
     est_eligible: np.ndarray,
-    tokenized: np.ndarray,
+    known: np.ndarray,
     real_eligible: np.ndarray,
     budget: int,
     cutoff: int | None,
@@ -85,7 +85,8 @@ def decide(
     margin: float = MARGIN,
 ) -> Decision:
     """One group's next step. Arrays are per candidate, sorted by priority (uint64);
-    ``real_eligible`` holds the real tokens of tokenized eligible candidates (0 elsewhere).
+    ``known`` says whose eligibility is known (tokenized, or proved short by the token bound);
+    ``real_eligible`` holds the real tokens of known eligible candidates (0 elsewhere).
     ``cutoff`` None starts from the estimates (the first round, or after more candidates
     joined the group): real tokens where known, the rest estimated and scaled by how the
     known ones compared with their estimates.
@@ -95,26 +96,26 @@ def decide(
     if budget <= 0:
         return Decision(MET, NONE, extensions, 0)
     if cutoff is None:
-        cutoff = cutoff_reaching(priority, _known(est_eligible, tokenized, real_eligible,
-                                                  tokenized), margin * budget)
+        cutoff = cutoff_reaching(priority, _known(est_eligible, known, real_eligible,
+                                                  known), margin * budget)
     k = inside(priority, cutoff)
-    if not tokenized[:k].all():
+    if not known[:k].all():
         return Decision(TOKENIZE, cutoff, extensions, 0)
     have = int(real_eligible[:k].sum())
     if have >= budget:
         return Decision(MET, cutoff, extensions, have)
     if k >= len(priority):
         return Decision(EXHAUSTED, ALL, extensions, have)
-    known = _known(est_eligible, tokenized, real_eligible, np.arange(len(priority)) < k)
+    tokens = _known(est_eligible, known, real_eligible, np.arange(len(priority)) < k)
     want = (budget - have) * margin * 2.0 ** (extensions + 1)
-    return Decision(TOKENIZE, cutoff_reaching(priority, known, want, start=k), extensions + 1,
+    return Decision(TOKENIZE, cutoff_reaching(priority, tokens, want, start=k), extensions + 1,
                     have)
 
 
-def _known(est_eligible: np.ndarray, tokenized: np.ndarray, real_eligible: np.ndarray,
+def _known(est_eligible: np.ndarray, known: np.ndarray, real_eligible: np.ndarray,
            reference: np.ndarray) -> np.ndarray:
-    """Real eligible tokens where tokenized, elsewhere the estimate scaled by how the
+    """Real eligible tokens where known, elsewhere the estimate scaled by how the
     ``reference`` candidates' real tokens compared with their estimates."""
     real, est = float(real_eligible[reference].sum()), float(est_eligible[reference].sum())
     corr = min(max(real / est, MIN_CORRECTION), MAX_CORRECTION) if est > 0 else 1.0
-    return np.where(tokenized, real_eligible, est_eligible * corr)
+    return np.where(known, real_eligible, est_eligible * corr)

@@ -5,8 +5,9 @@ a domain's counts are real where documents were tokenized and estimated elsewher
 bytes of the rest and the domain's tokens per byte, measured on its uniform samples (pass
 1's sample, and the tokenized candidates kept by their draw, which is independent of
 length), BOS/EOS counted per document. A candidate not tokenized is estimated from its own
-bytes; its estimate counts as long at or above the threshold (a document that is not a
-candidate is provably short). Once every document is tokenized nothing is estimated.
+bytes; its estimate counts as long at or above the threshold, unless its token bound proved
+it short (so is a document that is not a candidate). Once every document is tokenized
+nothing is estimated.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 from longctx.mix.strategies import GLOBAL_GROUP
 
 FALLBACK_RATIO = 0.25  # tokens per byte of a domain without a sample when none has one
+NOT_ASKED = -1  # a candidate's length before any round asked for it
+PROVEN_SHORT = -2  # ... where its token bound proved it short, so it was not tokenized
 
 
 def split_by_code(codes: np.ndarray, n: int) -> list[np.ndarray]:
@@ -92,14 +95,16 @@ class InputStats:
 
     def set_candidates(self, names: list[str], domain: np.ndarray, nbytes: np.ndarray,
                        kept: np.ndarray, length: np.ndarray) -> None:
-        """Every candidate of the files indexed with what the rounds learnt (``length`` -1:
-        not tokenized; ``domain`` codes index ``names``)."""
+        """Every candidate of the files indexed with what the rounds learnt (``length``
+        ``NOT_ASKED``, ``PROVEN_SHORT`` or real; ``domain`` codes index ``names``). A
+        candidate proved short is estimated from its bytes, as a short document."""
         for d, mine in zip(names, split_by_code(domain, len(names)), strict=True):
             n, b, k, t = length[mine], nbytes[mine], kept[mine], length[mine] >= 0
             long = t & (n >= self.threshold)
             dom = self._cand[d] = _Domain()
-            dom.untok.add(b[~t])
-            dom.untok_notkept.add(b[~t & ~k])
+            asked = n == NOT_ASKED
+            dom.untok.add(b[asked])
+            dom.untok_notkept.add(b[asked & ~k])
             dom.real.update(docs=int(t.sum()), bytes=int(b[t].sum()), tokens=int(n[t].sum()),
                             long_tokens=int(n[long].sum()),
                             eligible_tokens=int(n[t & (k | long)].sum()))

@@ -22,7 +22,7 @@ import numpy as np
 from longctx.config import parse_count
 from longctx.data.workers import run_ordered
 from longctx.mix.cutoff import EXHAUSTED, TOKENIZE, decide, estimated_eligible, inside
-from longctx.mix.input_stats import InputStats, split_by_code
+from longctx.mix.input_stats import NOT_ASKED, InputStats, split_by_code
 from longctx.mix.strategies import (
     GLOBAL_GROUP,
     MixError,
@@ -272,17 +272,17 @@ def tokenize_rounds(plan: ScanPlan, scan: ScanResult, bar: Any) -> None:
         budgets = _budgets(plan, stats)
         if budgets is None:
             return  # selection reports why
-        est, tokenized, real = _eligible_tokens(plan, scan)
+        est, known, real = _eligible_tokens(plan, scan)
         priority = pool.cand["priority"]
-        want = np.zeros(len(tokenized), bool)
+        want = np.zeros(len(known), bool)
         exhausted = []
         for key, g in _groups(plan, pool, sorted(budgets)).items():
             cut, ext = cuts.get(key, (None, 0))
-            d = decide(priority[g], est[g], tokenized[g], real[g], budgets[key], cut, ext)
+            d = decide(priority[g], est[g], known[g], real[g], budgets[key], cut, ext)
             cuts[key] = (d.cutoff, d.extensions)
             if d.status == TOKENIZE:
                 inner = g[: inside(priority[g], d.cutoff)]
-                want[inner[~tokenized[inner]]] = True
+                want[inner[~known[inner]]] = True
             elif d.status == EXHAUSTED:
                 exhausted.append(key)
         held_want = _held_wants(plan, scan, held_cuts)
@@ -301,18 +301,19 @@ def tokenize_rounds(plan: ScanPlan, scan: ScanResult, bar: Any) -> None:
 def needed_tokens(plan: ScanPlan, scan: ScanResult, budgets: dict[str, int]) -> dict[str, int]:
     """Per domain, the tokens exact selection could not have done without: in each budget
     group's priority order (selection's), every candidate up to the one whose eligible tokens
-    meet the group's budget (all of a group that falls short). What pass 2 tokenized beyond
+    meet the group's budget (all of a group that falls short), but those its token bound
+    proved short (they needed no tokens). What pass 2 tokenized beyond
     that is the price of finding the cut-off from estimates: the two together say how close
     to this floor a build came."""
     c = scan.pool.cand
-    _, tokenized, real = _eligible_tokens(plan, scan)
-    needed = np.zeros(len(tokenized), bool)
+    _, known, real = _eligible_tokens(plan, scan)
+    needed = np.zeros(len(known), bool)
     for key, g in _groups(plan, scan.pool, sorted(budgets)).items():
         if budgets[key] <= 0:
             continue
         k = int(np.searchsorted(np.cumsum(real[g]), budgets[key], side="left")) + 1
         needed[g[:k]] = True
-    needed &= tokenized
+    needed &= c["length"] >= 0
     n = np.bincount(c["domain"][needed], weights=c["length"][needed],
                     minlength=len(scan.pool.names))
     return {d: int(n[i]) for i, d in enumerate(scan.pool.names)}
@@ -324,22 +325,23 @@ def _refilled(plan: ScanPlan, scan: ScanResult, groups: list[str]) -> bool:
     budgets = _budgets(plan, scan.stats)
     if budgets is None:
         return False
-    est, tokenized, real = _eligible_tokens(plan, scan)
+    est, known, real = _eligible_tokens(plan, scan)
     for key, g in _groups(plan, scan.pool, groups).items():
-        have = float(real[g].sum()) + float(est[g][~tokenized[g]].sum())
+        have = float(real[g].sum()) + float(est[g][~known[g]].sum())
         if have < plan.cfg.margin * budgets.get(key, 0):
             return False
     return True
 
 
 def _eligible_tokens(plan: ScanPlan, scan: ScanResult) -> tuple[np.ndarray, ...]:
-    """Per candidate: estimated eligible tokens, tokenized or not, real eligible tokens."""
+    """Per candidate: estimated eligible tokens, whether its eligibility is known (tokenized,
+    or proved short by the token bound), real eligible tokens."""
     c, T = scan.pool.cand, plan.cfg.long_threshold
     ratio = scan.stats.ratios_of(scan.pool.names)[c["domain"]]
     est = estimated_eligible(scan.stats.candidate_tokens(c["nbytes"], ratio), c["kept"], T)
-    tokenized = c["length"] >= 0
-    real = np.where(tokenized & (c["kept"] | is_long(c["length"], T)), c["length"], 0)
-    return est, tokenized, real
+    known = c["length"] != NOT_ASKED
+    real = np.where((c["length"] >= 0) & (c["kept"] | is_long(c["length"], T)), c["length"], 0)
+    return est, known, real
 
 
 def _held_wants(plan: ScanPlan, scan: ScanResult,

@@ -3,8 +3,10 @@
 A round asks each file for the candidates (rows of its :mod:`longctx.pack.index`) whose
 priority falls inside their group's cut-off and that no earlier round tokenized. Their text
 comes from the index's text spill (the corpus is not read again). Every one's real length
-is recorded; the eligible ones (kept by their draw, or long) and the held-out documents
-asked for have their tokens spilled with compact numpy metadata. A JSON marker written last
+is recorded, except where a token bound proves a document its draw did not keep short
+(``PROVEN_SHORT``: never eligible, so never tokenized). The eligible ones (kept by their
+draw, or long) and the held-out documents asked for have their tokens spilled with compact
+numpy metadata. A JSON marker written last
 makes the round's scan of the file reusable by a rerun that asks for the same rows.
 
 A split file (:mod:`longctx.pack.parts`) is scanned range by range: a task's rows are the
@@ -27,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from longctx.data.token_bound import TokenBound, token_bound
+from longctx.mix.input_stats import PROVEN_SHORT
 from longctx.mix.strategies import is_long
 from longctx.pack.index import index_paths, load_index, unit_stem
 from longctx.pack.tok import TokenizerSpec
@@ -35,6 +39,9 @@ from longctx.stage import read_json_object, save_npz_atomic, write_json_atomic
 BATCH_DOCS = 512
 BATCH_BYTES = 1 << 20  # bounds the memory of one encode_batch (Encodings are ~100 B/token)
 PART_BITS = 20  # a spill key holds the range in its low bits: at most 2**20 ranges a file
+# Documents over this many bytes per threshold token are not bounded: at ~4 bytes per
+# token of English the bound cannot prove them short, and computing it would be wasted.
+BOUND_MAX_BYTES_PER_TOKEN = 6
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,19 +111,40 @@ def init_worker(threads: int = 1) -> None:
     os.environ["RAYON_NUM_THREADS"] = str(max(1, threads))
 
 
-def _texts(text_file: Any, starts: np.ndarray, nbytes: np.ndarray):
-    """(position, text) batches of bounded size, read from the index's text spill."""
-    batch: list[tuple[int, str]] = []
+def _raw_batches(text_file: Any, starts: np.ndarray, nbytes: np.ndarray):
+    """(position, UTF-8 bytes) batches of bounded size, read from the index's text spill."""
+    batch: list[tuple[int, bytes]] = []
     size = 0
     fd = text_file.fileno()
     for k, (at, n) in enumerate(zip(starts.tolist(), nbytes.tolist(), strict=True)):
-        batch.append((k, os.pread(fd, n, at).decode("utf-8", "surrogatepass")))
+        batch.append((k, os.pread(fd, n, at)))
         size += n
         if len(batch) >= BATCH_DOCS or size >= BATCH_BYTES:
             yield batch
             batch, size = [], 0
     if batch:
         yield batch
+
+
+def _unproven(batch: list[tuple[int, bytes]], keep: np.ndarray, length: np.ndarray,
+              bound: TokenBound | None, threshold: int,
+              specials: int) -> list[tuple[int, bytes]]:
+    """The batch's documents still to tokenize. A document its draw did not keep, of at most
+    ``BOUND_MAX_BYTES_PER_TOKEN`` x threshold bytes, whose token bound
+    (:mod:`longctx.data.token_bound`) proves it short is not eligible: it gets
+    ``PROVEN_SHORT`` instead."""
+    if bound is None:
+        return batch
+    cap = BOUND_MAX_BYTES_PER_TOKEN * threshold
+    asked = [(k, raw) for k, raw in batch if not keep[k] and len(raw) <= cap]
+    if not asked:
+        return batch
+    uppers = bound.upper([raw for _, raw in asked])
+    short = {k for (k, _), up in zip(asked, uppers, strict=True)
+             if up is not None and not is_long(up + specials, threshold)}
+    for k in short:
+        length[k] = PROVEN_SHORT
+    return [(k, raw) for k, raw in batch if k not in short] if short else batch
 
 
 def _spilled(kept: list[bool], threshold: int, j: int, n: int) -> bool:
@@ -136,6 +164,8 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
     cols: dict[str, np.ndarray] = {}
     written = 0
     threshold = task.long_threshold
+    bound = token_bound(tok.backend)
+    specials = tok.special_per_doc
     with open(index_paths(task.work_dir, task.index, task.part)[1], "rb") as text, \
             open(tmp_tokens, "wb") as out:
         for pre, rows, offset in (("", task.rows, task.row_offset),
@@ -144,10 +174,15 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
             length = np.zeros(len(rows), dtype=np.int64)
             start = np.full(len(rows), -1, dtype=np.int64)
             keep = index["kept"][local] if not pre else np.ones(len(rows), bool)
-            for batch in _texts(text, index[pre + "start"][local], index[pre + "nbytes"][local]):
+            at, size = index[pre + "start"][local], index[pre + "nbytes"][local]
+            for raw in _raw_batches(text, at, size):
+                batch = _unproven(raw, keep, length, bound, threshold, specials)
+                if not batch:
+                    continue
                 kept = [bool(keep[k]) for k, _ in batch]
+                texts = [t.decode("utf-8", "surrogatepass") for _, t in batch]
                 encoded = tok.encode_documents_where(
-                    [t for _, t in batch], partial(_spilled, kept, threshold), fast=True)
+                    texts, partial(_spilled, kept, threshold), fast=True)
                 for (k, _), (n, ids) in zip(batch, encoded, strict=True):
                     length[k] = n
                     if ids is not None:
@@ -166,7 +201,8 @@ def scan_file(task: ScanTask) -> dict[str, Any]:
         "round": task.round,
         "rows": task.digest(),
         "docs": int(len(task.rows) + len(task.held_rows)),
-        "tokens": int(cols["length"].sum() + cols["held_length"].sum()),
+        "tokens": int(cols["length"][cols["length"] > 0].sum() + cols["held_length"].sum()),
+        "proven_short": int((cols["length"] == PROVEN_SHORT).sum()),
         "spilled": written,  # tokens in the spill
         "cpu_s": round(time.process_time() - cpu0, 4),
     }

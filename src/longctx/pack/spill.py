@@ -16,6 +16,7 @@ import numpy as np
 
 from longctx.data.readers import domain_code_dtype
 from longctx.errors import LongctxError
+from longctx.mix.input_stats import NOT_ASKED
 from longctx.mix.select import Eligible
 from longctx.mix.strategies import is_long
 from longctx.pack.scan import load_meta, spill_paths
@@ -31,7 +32,8 @@ _COLUMNS = {"file": np.int32, "row": np.int64, "line": np.int64, "domain": np.in
 
 class _Table:
     """Columns of candidates (or held-out documents), appended file by file, plus what the
-    rounds learnt: ``length`` (-1: not tokenized yet) and ``start`` (-1: not spilled)."""
+    rounds learnt: ``length`` (``NOT_ASKED``, ``PROVEN_SHORT``, or the real tokens) and
+    ``start`` (-1: not spilled)."""
 
     def __init__(self) -> None:
         self._parts: dict[str, list[np.ndarray]] = {k: [] for k in (*_COLUMNS, "length", "start")}
@@ -46,7 +48,7 @@ class _Table:
         for k, dtype in _COLUMNS.items():
             self._parts[k].append(np.full(n, file, dtype) if k == "file" else
                                   np.asarray(cols[k], dtype=dtype))
-        self._parts["length"].append(np.full(n, -1, np.int64))
+        self._parts["length"].append(np.full(n, NOT_ASKED, np.int64))
         self._parts["start"].append(np.full(n, -1, np.int64))
         self._cols = None
 
