@@ -30,8 +30,8 @@ and the pieces are its matches, left to right.
 
 Added tokens are matched in the raw text before this split, so a document that holds the
 text of any added token gets no bound; it is tokenized. Word counts come from the tokenizer
-itself: each word is encoded alone, once per process, the first time a document holds it.
-Nothing is assumed about the counts.
+itself: each word's piece goes through the tokenizer's BPE model alone, once per process,
+the first time a document holds it. Nothing is assumed about the counts.
 """
 
 from __future__ import annotations
@@ -61,14 +61,14 @@ class TokenBound:
     """Upper bounds on the tokens of UTF-8 texts (without BOS/EOS) for one tokenizer."""
 
     def __init__(self, backend: Any) -> None:
-        self._encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        self._tokenize = backend.model.tokenize  # BPE of one piece, as the pipeline runs it
         vocab = backend.get_vocab(with_added_tokens=False)
-        # words that are one vocabulary entry: the only ones looked up (a bounded table; a
-        # rarer word counts at its bytes)
+        # words that are one vocabulary entry, with that entry (the piece in byte-level form:
+        # ASCII letters as they are, the space as 'Ġ'): the only words looked up, a bounded
+        # table; a rarer word counts at its bytes
         plain = (t.removeprefix(BYTE_LEVEL_SPACE) for t in vocab)
-        self._words = frozenset(
-            (b" " if t.startswith(BYTE_LEVEL_SPACE) else b"") + w.encode()
-            for t, w in zip(vocab, plain, strict=True) if w.isascii() and w.isalpha())
+        self._words = {(b" " if t.startswith(BYTE_LEVEL_SPACE) else b"") + w.encode(): t
+                       for t, w in zip(vocab, plain, strict=True) if w.isascii() and w.isalpha()}
         added = [t.content.encode("utf-8", "surrogatepass")
                  for t in backend.get_added_tokens_decoder().values() if t.content]
         self._added = tuple(added)
@@ -87,7 +87,7 @@ class TokenBound:
             ws = WORD.findall(raw)
             found.append(ws)
             seen.update(ws)
-        seen &= self._words
+        seen &= self._words.keys()
         seen -= self._saving.keys()
         if seen:
             self._learn(sorted(seen))
@@ -100,9 +100,8 @@ class TokenBound:
                 and any(a in raw for a in self._added))
 
     def _learn(self, words: list[bytes]) -> None:
-        encs = self._encode([w.decode("ascii") for w in words], add_special_tokens=False)
-        for w, e in zip(words, encs, strict=True):
-            self._saving[w] = len(w) - len(e)
+        for w in words:
+            self._saving[w] = len(w) - len(self._tokenize(self._words[w]))
 
 
 _BOUNDS: dict[int, tuple[Any, TokenBound | None]] = {}

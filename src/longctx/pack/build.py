@@ -390,6 +390,7 @@ def _manifest(
     all_long = float(long_tokens.sum() / total) if total else 0.0
     tokenized = scan.pool.tokenized_docs()
     tokenized_tokens = scan.pool.tokenized_tokens()
+    proven_short = scan.pool.proven_short_docs()
     needed = needed_tokens(plan, scan, budgets)
     inputs: dict[str, Any] = {}
     for d in vocab:
@@ -402,6 +403,7 @@ def _manifest(
             "tokenized_docs": tokenized.get(d, 0),
             "tokenized_tokens": tokenized_tokens.get(d, 0),
             "needed_tokens": needed.get(d, 0),  # of them, what exact selection needed
+            "proven_short_docs": proven_short.get(d, 0),  # short by the bound, not tokenized
             "sample_docs": e["sample_docs"],
             "tokens_per_byte": e["tokens_per_byte"],
             "bytes": e["bytes"],

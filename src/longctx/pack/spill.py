@@ -16,7 +16,7 @@ import numpy as np
 
 from longctx.data.readers import domain_code_dtype
 from longctx.errors import LongctxError
-from longctx.mix.input_stats import NOT_ASKED
+from longctx.mix.input_stats import NOT_ASKED, PROVEN_SHORT
 from longctx.mix.select import Eligible
 from longctx.mix.strategies import is_long
 from longctx.pack.scan import load_meta, spill_paths
@@ -105,6 +105,12 @@ class Pool:
     def tokenized_docs(self) -> dict[str, int]:
         """Candidates tokenized so far, per domain."""
         n = np.bincount(self.cand["domain"][self.tokenized], minlength=len(self.names))
+        return {d: int(n[i]) for i, d in enumerate(self.names)}
+
+    def proven_short_docs(self) -> dict[str, int]:
+        """Candidates a round's token bound proved short without tokenizing, per domain."""
+        n = np.bincount(self.cand["domain"][self.cand["length"] == PROVEN_SHORT],
+                        minlength=len(self.names))
         return {d: int(n[i]) for i, d in enumerate(self.names)}
 
     def tokenized_tokens(self) -> dict[str, int]:
