@@ -256,7 +256,7 @@ def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_ma
     """Lazy rounds tokenize a small part of the files read, yet choose exactly what
     tokenizing all of them and applying the rule would: per group, eligible documents (long,
     or kept by their draw) in priority order until the budget, the last one cut."""
-    from longctx.data.token_bound import TokenBound
+    from longctx.data.token_bound import MAX_BYTES_PER_TOKEN, TokenBound
     from longctx.mix.sampling import doc_draws
 
     m = build(gen_corpus_many, tmp_path / "o", tokens=tokens, strategy=strategy, min_files=1)
@@ -279,7 +279,7 @@ def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_ma
             raw = rec["text"].encode()
             # what the rounds must tokenize: kept, or not provably short by bytes or bound
             if u < keep or (len(raw) >= 512 - 2 and not (
-                    len(raw) <= 6 * 512 and bound.upper([raw])[0] + 1 < 512)):
+                    len(raw) <= MAX_BYTES_PER_TOKEN * 512 and bound.upper([raw])[0] + 1 < 512)):
                 candidates.setdefault(key, []).append((prio, fi, line, n, domain))
     expected: dict = {}
     last: dict = {}  # group -> selection order key of its last document chosen
@@ -305,3 +305,5 @@ def test_selection_equals_tokenizing_every_document_then_selecting(gen_corpus_ma
         assert m["domains"][d]["tokens"] <= v["needed_tokens"] <= v["tokenized_tokens"]
     tokenized = sum(v["tokenized_docs"] for v in m["input"].values())
     assert tokenized < 0.8 * sum(v["docs"] for v in m["input"].values())
+    proven = sum(v["proven_short_docs"] for v in m["input"].values())
+    assert (proven > 0) == (strategy != "original")  # original keeps every document

@@ -22,8 +22,7 @@ and the pieces are its matches, left to right.
 - A word without a space is one piece too. The piece before it ends at the run: an ASCII
   character that is no letter, space or apostrophe is matched by a whitespace, digit or
   punctuation alternative, and none of them takes a letter after it (an apostrophe could
-  start ``'s`` and take one). Then
-  ``\p{L}+`` takes the run.
+  start ``'s`` and take one). Then ``\p{L}+`` takes the run.
 - BPE encodes piece by piece, so a word has the same tokens alone as in the document.
 - Every other piece encodes to at most its bytes: byte-level BPE starts from one symbol per
   byte, and merges only lower the count.
@@ -46,6 +45,10 @@ from typing import Any
 # apostrophe; no letter follows, nor a byte of a non-ASCII character (some are letters).
 WORD = re.compile(rb"(?:(?<=[^A-Za-z' \x80-\xff])|^| )[A-Za-z]+(?![A-Za-z\x80-\xff])")
 BYTE_LEVEL_SPACE = "\u0120"  # 'Ġ': how byte-level BPE vocabularies write a leading space
+# Documents over this many bytes per threshold token are not bounded: at ~4 bytes per
+# token of English the bound cannot prove them short, and computing it would be wasted.
+MAX_BYTES_PER_TOKEN = 6
+VERSION = 1  # of the rule above: a build's work files made under another are not reused
 
 
 def supports(backend: Any) -> bool:

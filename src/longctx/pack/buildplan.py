@@ -17,6 +17,7 @@ from typing import Any
 
 from longctx.cliopts import opt, weights_flag
 from longctx.config import ConfigError, parse_count, to_dict
+from longctx.data import token_bound
 from longctx.data.readers import DataError, expand_inputs
 from longctx.mix.strategies import (
     STRATEGIES,
@@ -284,6 +285,7 @@ def plan_scan(cfg: BuildConfig) -> ScanPlan:
             "seed": cfg.seed,
             "long_threshold": cfg.long_threshold,
             "keep": keep,
+            "token_bound": [token_bound.VERSION, token_bound.MAX_BYTES_PER_TOKEN],
             "inputs": inputs_fp,
             **({"heldout": [cfg.heldout_fraction, cfg.eval_seed]} if cfg.heldout_fraction else {}),
         }

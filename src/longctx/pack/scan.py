@@ -6,8 +6,8 @@ comes from the index's text spill (the corpus is not read again). Every one's re
 is recorded, except where a token bound proves a document its draw did not keep short
 (``PROVEN_SHORT``: never eligible, so never tokenized). The eligible ones (kept by their
 draw, or long) and the held-out documents asked for have their tokens spilled with compact
-numpy metadata. A JSON marker written last
-makes the round's scan of the file reusable by a rerun that asks for the same rows.
+numpy metadata. A JSON marker written last makes the round's scan of the file reusable by a
+rerun that asks for the same rows.
 
 A split file (:mod:`longctx.pack.parts`) is scanned range by range: a task's rows are the
 file's, the range's index and text spill hold those from ``row_offset`` on, and each range
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from longctx.data.token_bound import TokenBound, token_bound
+from longctx.data.token_bound import MAX_BYTES_PER_TOKEN, TokenBound, token_bound
 from longctx.mix.input_stats import PROVEN_SHORT
 from longctx.mix.strategies import is_long
 from longctx.pack.index import index_paths, load_index, unit_stem
@@ -39,9 +39,6 @@ from longctx.stage import read_json_object, save_npz_atomic, write_json_atomic
 BATCH_DOCS = 512
 BATCH_BYTES = 1 << 20  # bounds the memory of one encode_batch (Encodings are ~100 B/token)
 PART_BITS = 20  # a spill key holds the range in its low bits: at most 2**20 ranges a file
-# Documents over this many bytes per threshold token are not bounded: at ~4 bytes per
-# token of English the bound cannot prove them short, and computing it would be wasted.
-BOUND_MAX_BYTES_PER_TOKEN = 6
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,12 +127,12 @@ def _unproven(batch: list[tuple[int, bytes]], keep: np.ndarray, length: np.ndarr
               bound: TokenBound | None, threshold: int,
               specials: int) -> list[tuple[int, bytes]]:
     """The batch's documents still to tokenize. A document its draw did not keep, of at most
-    ``BOUND_MAX_BYTES_PER_TOKEN`` x threshold bytes, whose token bound
+    ``MAX_BYTES_PER_TOKEN`` x threshold bytes, whose token bound
     (:mod:`longctx.data.token_bound`) proves it short is not eligible: it gets
     ``PROVEN_SHORT`` instead."""
     if bound is None:
         return batch
-    cap = BOUND_MAX_BYTES_PER_TOKEN * threshold
+    cap = MAX_BYTES_PER_TOKEN * threshold
     asked = [(k, raw) for k, raw in batch if not keep[k] and len(raw) <= cap]
     if not asked:
         return batch
